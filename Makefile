@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   the main job (for now: compile and draw examples/storyboard.cmp)
+#   make test   the test suite
+# Both create .venv (torch's CPU build first, then the package with pinned
+# versions) and install Graphviz with apt-get when `dot` is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install graphviz bench lint clean
+
+demo: install graphviz
+	$(BIN)/compound check examples/*.cmp
+	$(BIN)/compound compile examples/storyboard.cmp --viz out/storyboard.svg
+
+test: install graphviz
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  echo "Graphviz's dot is missing: installing it with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "run as root or install Graphviz yourself (apt-get install graphviz)"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq graphviz >/dev/null; }
+
+bench: install
+	$(BIN)/python bench/compile_scale.py
+
+lint: install
+	$(BIN)/ruff check compound backends grammar tests bench
+	$(BIN)/ruff format --check compound backends grammar tests bench
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,3 @@
+from compound.cli import main
+
+main()

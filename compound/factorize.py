@@ -1,0 +1,36 @@
+"""Factorize a checked system's likelihood over its DAG (PAPER.md, point 2).
+
+    log p(s|x) = sum over sampled nodes v of  log p_component(v) (v | parents(v))
+
+Inputs are observed and computed nodes are deterministic, so neither has a
+factor. The factors come in topological order, one per plate member.
+"""
+
+from __future__ import annotations
+
+from compound import ir
+
+
+def factorize(system: ir.System) -> ir.System:
+    """The system with its factors filled in."""
+    factors = tuple(
+        ir.Factor(
+            node=n.name, component=n.component, parents=n.parents, weight=float(n.options.get("weight", 1.0))
+        )
+        for n in system.nodes
+        if n.kind == "sample" and n.component is not None
+    )
+    return system.model_copy(update={"factors": factors})
+
+
+def term(factor: ir.Factor) -> str:
+    """`log p_writer(plan | request)`, with the weight when it is not 1."""
+    given = f" | {', '.join(factor.parents)}" if factor.parents else ""
+    weight = f"{factor.weight:g} * " if factor.weight != 1.0 else ""
+    return f"{weight}log p_{factor.component}({factor.node}{given})"
+
+
+def formula(system: ir.System) -> str:
+    """`log p(s|x) = log p_writer(plan | request) + log p_painter(image[0] | scene[0]) + ...`."""
+    terms = " + ".join(term(f) for f in system.factors) or "0 (no sampled nodes)"
+    return f"log p(s|x) = {terms}"

@@ -1,0 +1,137 @@
+"""The typed intermediate representation of a checked compound system.
+
+Everything after the front end (factorize, emit, train) reads these models only.
+They are frozen pydantic models, so a checked system is a value: it can be
+hashed into fingerprints, dumped as JSON (`compound compile --emit ir`) and
+loaded back unchanged. Plates are expanded: `image[3]` becomes the nodes
+`image[0]`, `image[1]`, `image[2]`, each with its own concrete parents.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
+
+Type = Literal["text", "image"]
+NodeKind = Literal["input", "sample", "compute"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Span(Frozen):
+    """Where a construct stands in its source file (1-based lines and columns)."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class Call(Frozen):
+    """A nested call in an option value, such as `lora(r=8)`."""
+
+    name: str
+    args: tuple[Value, ...] = ()
+    options: dict[str, Value] = {}
+
+
+Value = bool | int | float | str | Call
+Call.model_rebuild()
+
+
+class Const(Frozen):
+    name: str
+    value: str
+    span: Span
+
+
+class Component(Frozen):
+    """A model, declared once and shared by every node that calls it."""
+
+    name: str
+    kind: str
+    path: str
+    options: dict[str, Value] = {}
+    span: Span
+
+
+class Plate(Frozen):
+    """A declaration `name[size]` and the nodes it expanded into."""
+
+    name: str
+    size: int
+    nodes: tuple[str, ...]
+    span: Span
+
+
+class Arg(Frozen):
+    """One positional argument of a node's call, after plate expansion.
+
+    A reference to nodes carries `name` (the declaration it refers to, which is
+    also its name inside a template) and `nodes`; `whole` marks a plate passed
+    whole, whose value is a list. A literal (a plate index, a string) carries
+    `value` instead.
+    """
+
+    name: str | None = None
+    nodes: tuple[str, ...] = ()
+    whole: bool = False
+    value: bool | int | float | str | None = None
+
+
+class Node(Frozen):
+    """A variable of the system: an input, a sampled node (one factor) or a computed node."""
+
+    name: str
+    base: str
+    index: int | None = None
+    type: Type
+    kind: NodeKind
+    component: str | None = None
+    function: str | None = None
+    args: tuple[Arg, ...] = ()
+    options: dict[str, Value] = {}
+    span: Span
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The nodes this one reads, in argument order, each once."""
+        return tuple(dict.fromkeys(n for arg in self.args for n in arg.nodes))
+
+
+class Factor(Frozen):
+    """One term `log p_component(node | parents)` of the system's log-likelihood."""
+
+    node: str
+    component: str
+    parents: tuple[str, ...]
+    weight: float = 1.0
+
+
+class System(Frozen):
+    """A checked system: nodes in topological order, and its factorization."""
+
+    name: str
+    file: str
+    consts: tuple[Const, ...] = ()
+    components: tuple[Component, ...] = ()
+    plates: tuple[Plate, ...] = ()
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...]
+    factors: tuple[Factor, ...] = ()
+
+    _index: tuple[tuple[Node, ...], dict[str, Node]] | None = PrivateAttr(default=None)
+
+    def node(self, name: str) -> Node:
+        """The node called `name` (an expanded name such as `image[0]`); KeyError if none."""
+        if self._index is None or self._index[0] is not self.nodes:
+            self._index = (self.nodes, {n.name: n for n in self.nodes})
+        return self._index[1][name]

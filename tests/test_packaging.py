@@ -1,0 +1,69 @@
+"""The built wheel installs `compound` alone: grammar/ and backends/ live under it."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("compound-*.whl")
+    return built
+
+
+def test_wheel_puts_no_generic_top_level_names_into_site_packages(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"compound", wheel.name.split("-py")[0] + ".dist-info"}
+    assert "compound/grammar/compound.lark" in names
+    assert "compound/backends/fn.py" in names
+    assert not any(n.startswith(("grammar/", "backends/", "tests/", "examples/")) for n in names)
+
+
+def test_installed_wheel_compiles_without_the_source_tree(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    program = tmp_path / "s.cmp"
+    program.write_text((ROOT / "examples" / "storyboard.cmp").read_text())
+    code = (
+        "import compound, sys; s = compound.compile_file(sys.argv[1]); "
+        "print(compound.__file__); print(len(s.factors))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(program)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": ""},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    where, factors = done.stdout.split()
+    assert where.startswith(str(target)) and factors == "4"
