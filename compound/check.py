@@ -17,7 +17,8 @@ from typing import Literal as TypingLiteral
 import networkx as nx
 
 from compound import ir
-from compound.backends import KINDS, TYPES, Signature
+from compound.backends import TYPES, Signature, kinds
+from compound.backends import signature as kind_signature
 from compound.backends.fn import FUNCTIONS, template_fields
 from compound.diagnostics import CompoundError, Diagnostic, Note, suggest
 from compound.parse import (
@@ -186,8 +187,9 @@ class _Checker:
     def component(self, decl: ComponentDecl) -> ir.Component | None:
         call = decl.call
         kind = call.callee.text
-        if kind not in KINDS:
-            self.unknown("unknown-kind", "component kind", call.callee, KINDS, f"kinds: {', '.join(KINDS)}")
+        if kind_signature(kind) is None:
+            known = kinds()
+            self.unknown("unknown-kind", "component kind", call.callee, known, f"kinds: {', '.join(known)}")
         path = self.value(call.args[0]) if call.args else None
         if not isinstance(path, str):
             self.error(
@@ -303,7 +305,7 @@ class _Checker:
                     f"'{decl.name.text} : {decl.type.text} ~ {name.text}(...)'",
                     name.span,
                 )
-            return name.text, KINDS.get(target.call.callee.text)
+            return name.text, kind_signature(target.call.callee.text)
         if target is None and name.text in FUNCTIONS:
             if decl.sampled:
                 self.error(

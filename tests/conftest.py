@@ -14,3 +14,42 @@ def compile_text():
         return compile_source(text, file)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Tiny real models, built once per session: `lm`, `lm2`, `painter` (TinyDenoiser),
+    `unet` (diffusers' UNet2DConditionModel), `vpred` (v-prediction)."""
+    from compound.testing import tiny_causal_lm, tiny_diffusion
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "lm": tiny_causal_lm(root / "lm", seed=0),
+        "lm2": tiny_causal_lm(root / "lm2", seed=1),
+        "painter": tiny_diffusion(root / "painter", seed=2),
+        "unet": tiny_diffusion(root / "unet", denoiser="unet", seed=3),
+        "vpred": tiny_diffusion(root / "vpred", prediction_type="v_prediction", seed=4),
+    }
+
+
+@pytest.fixture
+def write_system(tmp_path):
+    """Write a .cmp file; model paths in it may be absolute."""
+
+    def write(text: str, name: str = "system.cmp"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def perturb(module, scale: float = 0.05, seed: int = 0, only: str | None = None) -> None:
+    """Move trainable weights deterministically, so that the policy differs from its reference."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.requires_grad and (only is None or only in name):
+                p.add_(scale * torch.randn(p.shape, generator=generator))

@@ -1,0 +1,156 @@
+"""`causal_lm`: a transformers causal LM, scored exactly.
+
+A node's score is log p(text | prompt), summed over the completion's tokens,
+with TRL's `DPOTrainer` conventions: the EOS token is appended to the
+completion, prompt and prompt+completion are tokenized, and the completion is
+what follows their common prefix (the two usually agree; where a token merges
+across the boundary, the merged token belongs to the completion). So for a
+single-LLM system, `log_ratio` gives TRL's `logps/chosen` and `logps/rejected`.
+
+Component options: `lora(r=, alpha=, dropout=, target_modules=)`, `reference=`,
+`batch_size=` (sequences per forward pass), `dtype=` ("float32", "bfloat16",
+"float16"), `max_length=` (tokens kept per sequence, from the start, as TRL's
+`keep_start`), `trust_remote_code=` (off unless asked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from compound.backends import Signature
+from compound.backends.base import Backend, dtype_option, load_failed, load_trained, lora, resolve
+from torch import nn
+
+from compound import ir
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """One completion to score: the prompt's token ids and the completion's."""
+
+    prompt: tuple[int, ...]
+    completion: tuple[int, ...]
+
+
+class CausalLM(Backend):
+    kind = "causal_lm"
+    signature = Signature(("text",), "text", variadic=True)
+    sampling = frozenset(
+        {
+            "max_new_tokens",
+            "min_new_tokens",
+            "do_sample",
+            "temperature",
+            "top_k",
+            "top_p",
+            "num_beams",
+            "repetition_penalty",
+            "eos_token_id",
+        }
+    )
+
+    def __init__(
+        self, component: ir.Component, model: nn.Module, tokenizer: Any, reference: str | None = None
+    ):
+        super().__init__(component, model, reference)
+        self.tokenizer = tokenizer
+        if tokenizer.eos_token is None:
+            raise self.error("its tokenizer has no EOS token; completions end with EOS, so set one")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.max_length = component.options.get("max_length")
+        self._tokens = lru_cache(maxsize=65536)(self._tokenize)
+
+    @classmethod
+    def load(
+        cls, component: ir.Component, root: Path, weights: Path | None = None, reference: str | None = None
+    ) -> CausalLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = resolve(component, root)
+        options = component.options
+        kwargs = {"trust_remote_code": bool(options.get("trust_remote_code", False))}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_option(component), **kwargs)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise load_failed(component, source, "a transformers causal LM and its tokenizer", e) from None
+        model = lora(model, component, cls.lora_targets)
+        if weights is not None:
+            model = load_trained(
+                model,
+                weights,
+                component,
+                lambda path: AutoModelForCausalLM.from_pretrained(
+                    path, dtype=dtype_option(component), **kwargs
+                ),
+            )
+        return cls(component, model, tokenizer, reference)
+
+    # ------------------------------------------------------------ scoring
+
+    def _tokenize(self, prompt: str, text: str) -> Tokens:
+        prompt_ids = self.tokenizer(prompt)["input_ids"]
+        full = self.tokenizer(prompt + text + self.tokenizer.eos_token)["input_ids"]
+        shared = 0
+        while shared < min(len(prompt_ids), len(full)) and prompt_ids[shared] == full[shared]:
+            shared += 1
+        return Tokens(tuple(full[:shared]), tuple(full[shared:]))
+
+    def prepare(self, condition: str, value: Any, options: Mapping[str, ir.Value]) -> Tokens:
+        return self._tokens(condition, value)
+
+    def _score(self, model: nn.Module, items: Sequence[Tokens], draws: Sequence[Any]) -> torch.Tensor:
+        """Sum of completion-token log-probs, one forward pass over the right-padded batch."""
+        rows = [(list(s.prompt) + list(s.completion), len(s.prompt)) for s in items]
+        if self.max_length is not None:
+            rows = [(ids[: int(self.max_length)], start) for ids, start in rows]
+        width = max(len(ids) for ids, _ in rows)
+        device = next(model.parameters()).device
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        completion = torch.zeros((len(rows), width), dtype=torch.bool)
+        for k, (ids, start) in enumerate(rows):
+            input_ids[k, : len(ids)] = torch.tensor(ids)
+            attention[k, : len(ids)] = 1
+            completion[k, start : len(ids)] = True
+        input_ids, attention, completion = input_ids.to(device), attention.to(device), completion.to(device)
+        logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+        labels = input_ids[:, 1:]
+        token_logps = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        return (token_logps * completion[:, 1:]).sum(dim=1)
+
+    # ------------------------------------------------------------ sampling and saving
+
+    def sample(self, conditions: Sequence[str], generator: torch.Generator, **options: Any) -> list[str]:
+        """Generate one completion per prompt (left-padded batches; decoding options as in `generate`)."""
+        settings = {"max_new_tokens": 64, "do_sample": True, "temperature": 1.0, "top_k": 0} | options
+        device = next(self.model.parameters()).device
+        out: list[str] = []
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        try:
+            for start in range(0, len(conditions), self.batch_size):
+                batch = self.tokenizer(
+                    list(conditions[start : start + self.batch_size]), return_tensors="pt", padding=True
+                ).to(device)
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+                with (
+                    torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+                    torch.no_grad(),
+                ):
+                    torch.manual_seed(seed)
+                    generated = self.model.generate(**batch, pad_token_id=self.pad_id, **settings)
+                new = generated[:, batch["input_ids"].shape[1] :]
+                out += [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
+        finally:
+            self.tokenizer.padding_side = side
+        return out
+
+    def save_pretrained(self, path: Path) -> None:
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)

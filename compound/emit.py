@@ -1,0 +1,287 @@
+"""Emit a checked system as a PyTorch module: `compound.load` and `CompiledSystem`.
+
+`CompiledSystem` holds one backend per component in an `nn.ModuleDict` (a
+component that several nodes call is one module: shared parameters) and
+evaluates the factorization:
+
+    log_ratio(s | x) = sum over factors f of  weight_f * (score_policy(f) - score_reference(f))
+
+Every factor that uses one component, for every row and both the chosen and the
+rejected side, goes to that component in as few forward passes as its
+`batch_size` allows. Random draws (diffusion timesteps and noise) come from one
+seed per (row, factor), drawn from the caller's generator in a fixed order
+before any batching, so batched and one-at-a-time evaluation agree and the same
+generator gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from compound import ir
+from compound.backends import backend_class
+from compound.compiler import compile_file
+from compound.diagnostics import CompoundError, Diagnostic
+from compound.values import as_row, compute, condition, evaluate, given, plate_sizes, row_error
+
+if TYPE_CHECKING:
+    from compound.backends.base import Backend
+    from compound.reference import ReferenceCache
+
+Row = Mapping[str, Any]
+
+
+@dataclass
+class LogRatio:
+    """System log ratios log p_theta(s|x) - log p_ref(s|x) of B chosen and B rejected rows.
+
+    `per_node` breaks the totals down by node (weights applied); `policy` holds
+    the policy's own scores (log-probabilities, or the diffusion surrogate), with
+    gradients, for terms such as an NLL on the chosen side.
+    """
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    per_node: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    policy: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Scores:
+    """Raw scores of every factor on both sides: policy (with gradients) and reference."""
+
+    policy: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    reference: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    seeds: torch.Tensor  # [B, factors]
+
+
+class CompiledSystem(nn.Module):
+    """A compound system as one module: its components, `log_ratio` and `sample`."""
+
+    def __init__(self, system: ir.System, components: Mapping[str, Backend]):
+        super().__init__()
+        self.system = system
+        self.components = nn.ModuleDict(dict(components))
+
+    def backend(self, name: str) -> Backend:
+        return self.components[name]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ scoring
+
+    def log_ratio(
+        self,
+        chosen: Sequence[Row],
+        rejected: Sequence[Row],
+        generator: torch.Generator | None = None,
+        cache: ReferenceCache | None = None,
+    ) -> LogRatio:
+        """Score whole system outputs: chosen[k] and rejected[k] share their inputs."""
+        scores = self.scores(chosen, rejected, generator, cache)
+        per_node = {}
+        for factor in self.system.factors:
+            (pc, pr), (rc, rr) = scores.policy[factor.node], scores.reference[factor.node]
+            per_node[factor.node] = (factor.weight * (pc - rc), factor.weight * (pr - rr))
+        sides = list(zip(*per_node.values(), strict=True)) or [(torch.zeros(len(chosen)),)] * 2
+        return LogRatio(
+            chosen=torch.stack(sides[0]).sum(0),
+            rejected=torch.stack(sides[1]).sum(0),
+            per_node=per_node,
+            policy=scores.policy,
+        )
+
+    def scores(
+        self,
+        chosen: Sequence[Row],
+        rejected: Sequence[Row],
+        generator: torch.Generator | None = None,
+        cache: ReferenceCache | None = None,
+        reference: bool = True,
+    ) -> Scores:
+        """Policy and reference scores of every factor (the reference ones only if `reference`)."""
+        if len(chosen) != len(rejected):
+            raise CompoundError(
+                [
+                    Diagnostic(
+                        "error",
+                        "row",
+                        f"{len(chosen)} chosen rows but {len(rejected)} rejected rows: they come in pairs",
+                    )
+                ]
+            )
+        values = [self._pair(k, c, r) for k, (c, r) in enumerate(zip(chosen, rejected, strict=True))]
+        factors = self.system.factors
+        seeds = torch.randint(0, 2**62, (len(chosen), len(factors)), generator=generator)
+        cached_ref: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if cache is not None:
+            seeds, cached_ref = cache.lookup(self, chosen, rejected, seeds)
+        policy: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        ref: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name in self.components:
+            backend = self.backend(name)
+            mine = [(f, factor) for f, factor in enumerate(factors) if factor.component == name]
+            if not mine:
+                continue
+            items, draws = [], []
+            for f, factor in mine:
+                node = self.system.node(factor.node)
+                for k, sides in enumerate(values):
+                    for side in sides:
+                        item = backend.prepare(condition(node, side), side[node.name], node.options)
+                        items.append(item)
+                        draws.append(backend.draws(int(seeds[k, f]), item))
+            nodes = [factor.node for _, factor in mine]
+            policy.update(_by_node(backend.score(items, draws), nodes, len(chosen)))
+            if not reference:
+                continue
+            if backend.reference_strategy == "cached":
+                missing = [node for node in nodes if node not in cached_ref]
+                if missing:
+                    raise backend.error(
+                        "reference='cached', but no reference cache was given for "
+                        f"{', '.join(missing)}: build one with compound.reference.ReferenceCache"
+                    )
+                ref.update({node: cached_ref[node] for node in nodes})
+            else:
+                ref.update(_by_node(backend.score(items, draws, reference=True), nodes, len(chosen)))
+        return Scores(policy, ref, seeds)
+
+    def _pair(self, k: int, chosen: Row, rejected: Row) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both sides' node values for pair k; their inputs must agree."""
+        c = evaluate(self.system, chosen, k, "chosen row")
+        r = evaluate(self.system, rejected, k, "rejected row")
+        for node in self.system.nodes:
+            if node.kind == "input" and c[node.name] != r[node.name]:
+                raise row_error(
+                    k,
+                    node,
+                    "differs between the chosen and the rejected row; a pair shares its inputs",
+                    "pair",
+                )
+        return c, r
+
+    # ------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def sample(
+        self, inputs: Sequence[Row], n: int = 1, generator: torch.Generator | None = None, **decoding: Any
+    ) -> list[dict[str, Any]]:
+        """Run the system forward n times per input row, in topological order, plates batched.
+
+        Decoding options (`temperature`, `max_new_tokens`, `steps`,
+        `guidance_scale`, ...) go to every component that knows them; a node's
+        own options in the `.cmp` file come first, then the component's.
+        Returns rows in the data-row format (images as PIL images).
+        """
+        generator = (
+            generator
+            if generator is not None
+            else torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        )
+        sizes = plate_sizes(self.system)
+        runs: list[dict[str, Any]] = []
+        for k, row in enumerate(inputs):
+            start = {
+                n.name: given(n, row, k, sizes, "input row") for n in self.system.nodes if n.kind == "input"
+            }
+            runs += [dict(start) for _ in range(n)]
+        for declaration in _declarations(self.system):
+            head = declaration[0]
+            if head.kind == "input":
+                continue
+            if head.kind == "compute":
+                for values in runs:
+                    for node in declaration:
+                        values[node.name] = compute(node, values)
+                continue
+            backend = self.backend(head.component)  # type: ignore[arg-type]
+            options = {
+                **_known(backend, self.backend_options(head.component)),  # type: ignore[arg-type]
+                **_known(backend, head.options),
+                **_known(backend, decoding),
+            }
+            conditions = [condition(node, values) for values in runs for node in declaration]
+            outputs = iter(backend.sample(conditions, generator, **options))
+            for values in runs:
+                for node in declaration:
+                    values[node.name] = next(outputs)
+        return [as_row(self.system, values) for values in runs]
+
+    def backend_options(self, component: str) -> dict[str, ir.Value]:
+        return next(dict(c.options) for c in self.system.components if c.name == component)
+
+    # ------------------------------------------------------------ saving
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Save each component's trained weights (or LoRA adapter) under path/COMPONENT.
+
+        Each folder is written whole to a temporary folder and then renamed into
+        place, so no stale file of an earlier save survives beside the new ones.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for name in self.components:
+            fresh, final = path / f".{name}.tmp", path / name
+            shutil.rmtree(fresh, ignore_errors=True)
+            self.backend(name).save_pretrained(fresh)
+            if final.exists():
+                old = path / f".{name}.old"
+                shutil.rmtree(old, ignore_errors=True)
+                final.rename(old)
+                fresh.rename(final)
+                shutil.rmtree(old)
+            else:
+                fresh.rename(final)
+
+
+def _by_node(
+    scores: torch.Tensor, nodes: list[str], pairs: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Scores laid out node-major, then pair, then side (chosen, rejected), split per node."""
+    grid = scores.view(len(nodes), pairs, 2)
+    return {node: (grid[j, :, 0], grid[j, :, 1]) for j, node in enumerate(nodes)}
+
+
+def _declarations(system: ir.System) -> list[list[ir.Node]]:
+    """Nodes grouped by declaration (a plate's members together), in topological order."""
+    groups: dict[str, list[ir.Node]] = {}
+    for node in system.nodes:
+        groups.setdefault(node.base, []).append(node)
+    return list(groups.values())
+
+
+def _known(backend: Backend, options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in backend.sampling}
+
+
+def load(
+    path: str | Path, weights: str | Path | None = None, reference: str | Mapping[str, str] | None = None
+) -> CompiledSystem:
+    """Compile a `.cmp` file and load its components with `from_pretrained`.
+
+    Model folders are relative to the `.cmp` file. `weights` is a folder written
+    by `save_pretrained` (one subfolder per component). `reference` overrides
+    the reference strategy (`copy`, `adapter`, `cached`), for every component or
+    per component name.
+    """
+    path = Path(path)
+    system = compile_file(path)
+    weights = Path(weights) if weights is not None else None
+    if weights is not None and not weights.is_dir():
+        raise CompoundError([Diagnostic("error", "component", f"no trained weights at {weights}")])
+    components = {}
+    for component in system.components:
+        strategy = reference.get(component.name) if isinstance(reference, Mapping) else reference
+        trained = weights / component.name if weights is not None else None
+        if trained is not None and not trained.is_dir():
+            trained = None
+        components[component.name] = backend_class(component.kind).load(
+            component, path.parent, trained, strategy
+        )
+    return CompiledSystem(system, components)

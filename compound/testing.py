@@ -1,0 +1,180 @@
+"""Tiny but real models, built from configs and saved with `save_pretrained`.
+
+Tests and the demos load them through the same `from_pretrained` path a user's
+checkpoint takes: a GPT-2 causal LM with a byte-level BPE tokenizer trained in
+process, and a diffusion folder (`model_index.json`, a denoiser, a DDPM
+scheduler, a CLIP text encoder and its tokenizer). No network is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EOS = "<|endoftext|>"
+PAD = "<pad>"
+CORPUS = (
+    "a lake as the ice grows",
+    "three scenes of a lake",
+    "a disc growing",
+    "a scene getting darker",
+    "a dot moving right",
+    "Question: what is two plus two? Answer: four",
+    "Candidate answers:\n1. four\n2. five",
+    "small medium large huge tiny",
+    "0123456789 + = ; , . : ? !",
+)
+
+
+def byte_tokenizer(
+    corpus: Iterable[str] = CORPUS, vocab_size: int = 320, max_length: int | None = None
+) -> Any:
+    """A byte-level BPE tokenizer trained on `corpus`: it encodes any text and decodes it back exactly."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        list(corpus), vocab_size=vocab_size, min_frequency=1, special_tokens=[EOS, PAD], show_progress=False
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, pad_token=PAD
+    )
+    if max_length is not None:
+        tokenizer.model_max_length = max_length
+    return tokenizer
+
+
+def tiny_causal_lm(
+    path: str | Path,
+    corpus: Iterable[str] = CORPUS,
+    *,
+    layers: int = 2,
+    width: int = 32,
+    heads: int = 2,
+    positions: int = 256,
+    vocab_size: int = 320,
+    seed: int = 0,
+) -> Path:
+    """Save a freshly initialized GPT-2 (no dropout) and its tokenizer to `path`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = Path(path)
+    tokenizer = byte_tokenizer(corpus, vocab_size)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=positions,
+        n_embd=width,
+        n_layer=layers,
+        n_head=heads,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_diffusion(
+    path: str | Path,
+    corpus: Iterable[str] = CORPUS,
+    *,
+    sample_size: int = 16,
+    channels: int = 1,
+    denoiser: str = "tiny",
+    prediction_type: str = "epsilon",
+    train_timesteps: int = 1000,
+    width: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Save a diffusion folder: a denoiser (`tiny` TinyDenoiser or `unet` UNet2DConditionModel),
+    a DDPM scheduler, a one-layer CLIP text encoder and its tokenizer, and `model_index.json`."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from compound.backends.denoiser import TinyDenoiser
+
+    path = Path(path)
+    tokenizer = byte_tokenizer(corpus, max_length=16)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=width,
+                intermediate_size=2 * width,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                max_position_embeddings=16,
+                bos_token_id=eos,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
+        )
+        if denoiser == "tiny":
+            model: Any = TinyDenoiser(
+                sample_size=sample_size,
+                in_channels=channels,
+                out_channels=channels,
+                channels=(width, 2 * width),
+                cross_attention_dim=width,
+            )
+            unet_entry = ["compound", "TinyDenoiser"]
+        elif denoiser == "unet":
+            model = UNet2DConditionModel(
+                sample_size=sample_size,
+                in_channels=channels,
+                out_channels=channels,
+                layers_per_block=1,
+                block_out_channels=(16, 32),
+                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                cross_attention_dim=width,
+                norm_num_groups=8,
+                attention_head_dim=4,
+            )
+            unet_entry = ["diffusers", "UNet2DConditionModel"]
+        else:
+            raise ValueError(f"denoiser={denoiser!r}: use 'tiny' or 'unet'")
+    scheduler = DDPMScheduler(
+        num_train_timesteps=train_timesteps,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=prediction_type,
+    )
+    model.save_pretrained(path / "unet")
+    scheduler.save_pretrained(path / "scheduler")
+    text_encoder.save_pretrained(path / "text_encoder")
+    tokenizer.save_pretrained(path / "tokenizer")
+    index = {
+        "_class_name": "CompoundDiffusion",
+        "unet": unet_entry,
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+    }
+    (path / "model_index.json").write_text(json.dumps(index, indent=2))
+    return path
+
+
+def tiny_models(cmp_file: str | Path, corpus: Sequence[str] = CORPUS, seed: int = 0) -> None:
+    """Build a tiny model for every component of a `.cmp` file, in the folders it names."""
+    from compound.compiler import compile_file
+
+    cmp_file = Path(cmp_file)
+    system = compile_file(cmp_file)
+    builders = {"causal_lm": tiny_causal_lm, "diffusion": tiny_diffusion}
+    for k, component in enumerate(system.components):
+        builders[component.kind](cmp_file.parent / component.path, corpus, seed=seed + k)
