@@ -9,8 +9,11 @@ single-LLM system, `log_ratio` gives TRL's `logps/chosen` and `logps/rejected`.
 
 Component options: `lora(r=, alpha=, dropout=, target_modules=)`, `reference=`,
 `batch_size=` (sequences per forward pass), `dtype=` ("float32", "bfloat16",
-"float16"), `max_length=` (tokens kept per sequence, from the start, as TRL's
-`keep_start`), `trust_remote_code=` (off unless asked).
+"float16"), `max_length=` (tokens per sequence; default: the model's context
+length), `trust_remote_code=` (off unless asked). A sequence longer than
+`max_length` loses the start of its prompt, never its completion (the score
+always covers the whole node value); generation keeps the prompt's last
+`max_length - max_new_tokens` tokens.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class CausalLM(Backend):
         if tokenizer.eos_token is None:
             raise self.error("its tokenizer has no EOS token; completions end with EOS, so set one")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.max_length = component.options.get("max_length")
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.max_length = int(component.options.get("max_length", context or 1_000_000))
         self._tokens = lru_cache(maxsize=65536)(self._tokenize)
 
     @classmethod
@@ -106,9 +110,14 @@ class CausalLM(Backend):
 
     def _score(self, model: nn.Module, items: Sequence[Tokens], draws: Sequence[Any]) -> torch.Tensor:
         """Sum of completion-token log-probs, one forward pass over the right-padded batch."""
-        rows = [(list(s.prompt) + list(s.completion), len(s.prompt)) for s in items]
-        if self.max_length is not None:
-            rows = [(ids[: int(self.max_length)], start) for ids, start in rows]
+        rows = []
+        for s in items:
+            if len(s.completion) > self.max_length:
+                raise self.error(
+                    f"a value of {len(s.completion)} tokens does not fit max_length={self.max_length}"
+                )
+            prompt = list(s.prompt)[max(0, len(s.prompt) + len(s.completion) - self.max_length) :]
+            rows.append((prompt + list(s.completion), len(prompt)))
         width = max(len(ids) for ids, _ in rows)
         device = next(model.parameters()).device
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -131,12 +140,17 @@ class CausalLM(Backend):
         settings = {"max_new_tokens": 64, "do_sample": True, "temperature": 1.0, "top_k": 0} | options
         device = next(self.model.parameters()).device
         out: list[str] = []
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "left"
+        sides = self.tokenizer.padding_side, self.tokenizer.truncation_side
+        self.tokenizer.padding_side = self.tokenizer.truncation_side = "left"
+        room = max(1, self.max_length - int(settings["max_new_tokens"]))
         try:
             for start in range(0, len(conditions), self.batch_size):
                 batch = self.tokenizer(
-                    list(conditions[start : start + self.batch_size]), return_tensors="pt", padding=True
+                    list(conditions[start : start + self.batch_size]),
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=room,
                 ).to(device)
                 seed = int(torch.randint(0, 2**62, (1,), generator=generator))
                 with (
@@ -148,7 +162,7 @@ class CausalLM(Backend):
                 new = generated[:, batch["input_ids"].shape[1] :]
                 out += [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
         finally:
-            self.tokenizer.padding_side = side
+            self.tokenizer.padding_side, self.tokenizer.truncation_side = sides
         return out
 
     def save_pretrained(self, path: Path) -> None:

@@ -82,6 +82,7 @@ class Diffusion(Backend):
         self.T = int(self.scheduler.config.num_train_timesteps)
         self.timesteps = int(component.options.get("timesteps", 1))
         self._captions = lru_cache(maxsize=4096)(self._encode)
+        self._draws = lru_cache(maxsize=1024)(self._draw)  # a pair's two images ask for the same draws
 
     @classmethod
     def load(
@@ -155,9 +156,12 @@ class Diffusion(Backend):
     # ------------------------------------------------------------ scoring
 
     def draws(self, seed: int, item: Picture) -> Draws:
+        return self._draws(seed, item.timesteps, tuple(item.clean.shape))
+
+    def _draw(self, seed: int, timesteps: int, shape: tuple[int, ...]) -> Draws:
         generator = torch.Generator().manual_seed(seed)
-        t = torch.randint(0, self.T, (item.timesteps,), generator=generator)
-        noise = torch.randn((item.timesteps, *item.clean.shape), generator=generator)
+        t = torch.randint(0, self.T, (timesteps,), generator=generator)
+        noise = torch.randn((timesteps, *shape), generator=generator)
         return Draws(t, noise)
 
     def _score(self, model: nn.Module, items: Sequence[Picture], draws: Sequence[Draws]) -> torch.Tensor:
@@ -176,7 +180,11 @@ class Diffusion(Backend):
         target = noise if self.prediction == "epsilon" else self.scheduler.get_velocity(clean, noise, t)
         predicted = model(noisy, t, encoder_hidden_states=caption).sample
         mse = (predicted.float() - target.float()).pow(2).flatten(1).mean(dim=1)
-        per_item = torch.stack([part.mean() for part in mse.split(counts)])
+        sizes = torch.tensor(counts, device=device)
+        owner = torch.repeat_interleave(torch.arange(len(items), device=device), sizes)
+        per_item = (
+            torch.zeros(len(items), device=device).index_add(0, owner, mse) / sizes
+        )  # mean over the K draws
         return -self.T * per_item
 
     # ------------------------------------------------------------ sampling and saving

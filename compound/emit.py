@@ -106,50 +106,45 @@ class CompiledSystem(nn.Module):
     ) -> Scores:
         """Policy and reference scores of every factor (the reference ones only if `reference`)."""
         if len(chosen) != len(rejected):
-            raise CompoundError(
-                [
-                    Diagnostic(
-                        "error",
-                        "row",
-                        f"{len(chosen)} chosen rows but {len(rejected)} rejected rows: they come in pairs",
-                    )
-                ]
-            )
+            message = f"{len(chosen)} chosen rows but {len(rejected)} rejected rows: they come in pairs"
+            raise CompoundError([Diagnostic("error", "row", message)])
         values = [self._pair(k, c, r) for k, (c, r) in enumerate(zip(chosen, rejected, strict=True))]
         factors = self.system.factors
         seeds = torch.randint(0, 2**62, (len(chosen), len(factors)), generator=generator)
         cached_ref: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if cache is not None:
             seeds, cached_ref = cache.lookup(self, chosen, rejected, seeds)
-        policy: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        ref: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        work = []  # per component: its backend, its factors' nodes, and their items and draws
         for name in self.components:
             backend = self.backend(name)
-            mine = [(f, factor) for f, factor in enumerate(factors) if factor.component == name]
-            if not mine:
-                continue
+            mine = [
+                (f, self.system.node(factor.node))
+                for f, factor in enumerate(factors)
+                if factor.component == name
+            ]
             items, draws = [], []
-            for f, factor in mine:
-                node = self.system.node(factor.node)
+            for f, node in mine:
                 for k, sides in enumerate(values):
                     for side in sides:
-                        item = backend.prepare(condition(node, side), side[node.name], node.options)
-                        items.append(item)
-                        draws.append(backend.draws(int(seeds[k, f]), item))
-            nodes = [factor.node for _, factor in mine]
-            policy.update(_by_node(backend.score(items, draws), nodes, len(chosen)))
-            if not reference:
-                continue
-            if backend.reference_strategy == "cached":
-                missing = [node for node in nodes if node not in cached_ref]
-                if missing:
-                    raise backend.error(
-                        "reference='cached', but no reference cache was given for "
-                        f"{', '.join(missing)}: build one with compound.reference.ReferenceCache"
-                    )
-                ref.update({node: cached_ref[node] for node in nodes})
-            else:
+                        items.append(backend.prepare(condition(node, side), side[node.name], node.options))
+                        draws.append(backend.draws(int(seeds[k, f]), items[-1]))
+            if mine:
+                work.append((backend, [node.name for _, node in mine], items, draws))
+        # Every reference first: their activations are freed before the policy's graph is built.
+        ref: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for backend, nodes, items, draws in work if reference else []:
+            if backend.reference_strategy != "cached":
                 ref.update(_by_node(backend.score(items, draws, reference=True), nodes, len(chosen)))
+            elif missing := [node for node in nodes if node not in cached_ref]:
+                raise backend.error(
+                    f"reference='cached', but no reference cache was given for {', '.join(missing)}: "
+                    "build one with compound.reference.ReferenceCache"
+                )
+            else:
+                ref.update({node: cached_ref[node] for node in nodes})
+        policy: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for backend, nodes, items, draws in work:
+            policy.update(_by_node(backend.score(items, draws), nodes, len(chosen)))
         return Scores(policy, ref, seeds)
 
     def _pair(self, k: int, chosen: Row, rejected: Row) -> tuple[dict[str, Any], dict[str, Any]]:
