@@ -271,3 +271,23 @@ def test_model_folder_errors_name_the_component_and_its_line(tiny, write_system,
         "bad.cmp",
     )
     assert "reference='adapter' needs LoRA adapters" in error_of(lambda: compound.load(bad))
+
+
+def test_a_prompt_longer_than_the_context_loses_its_start_not_the_value(tiny, write_system):
+    cmp = write_system(f'system s\ncomponent lm = causal_lm("{tiny["lm"]}", max_length=40)\ninput x : text\n'
+                       "y : text ~ lm(x)\noutput y\n")
+    system = compound.load(cmp)
+    tokenizer = AutoTokenizer.from_pretrained(tiny["lm"])
+    long_prompt = "a lake as the ice grows " * 30
+    value = " small medium large"
+    with torch.no_grad():
+        got = system.scores([{"x": long_prompt, "y": value}], [{"x": long_prompt, "y": " huge"}]).policy["y"][0]
+    full = tokenizer(long_prompt + value + tokenizer.eos_token)["input_ids"]
+    completion = len(full) - len(tokenizer(long_prompt)["input_ids"])
+    kept = full[-40:]  # the last 40 tokens: the end of the prompt, then the whole value
+    labels = [-100] * (40 - completion) + kept[40 - completion :]
+    with torch.no_grad():
+        out = system.backend("lm").model(input_ids=torch.tensor([kept]), labels=torch.tensor([labels]))
+    assert got.item() == pytest.approx(-out.loss.item() * completion, abs=1e-4)
+    rows = system.sample([{"x": long_prompt}], generator=torch.Generator().manual_seed(0), max_new_tokens=8)
+    assert isinstance(rows[0]["y"], str)
