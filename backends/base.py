@@ -41,6 +41,8 @@ class Backend(nn.Module):
     lora_targets: ClassVar[Sequence[str] | None] = None
     #: The options `sample` takes (from the call, the node or the component).
     sampling: ClassVar[frozenset[str]] = frozenset()
+    #: Whether `score` is an exact log-likelihood (not a surrogate such as the diffusion ELBO).
+    exact: ClassVar[bool] = False
 
     def __init__(self, component: ir.Component, model: nn.Module, reference: str | None = None):
         super().__init__()
@@ -56,6 +58,7 @@ class Backend(nn.Module):
         if self.reference_strategy == "adapter" and not hasattr(self.model, "disable_adapter"):
             raise self.error("reference='adapter' needs LoRA adapters: add lora(r=8) to the component")
         self.batch_size: int = int(_option(component, "batch_size", 64))
+        self.source = ""  # the folder (or hub id) the model was loaded from; loaders set it
         # A frozen copy outside the module tree: not trained, not saved, not moved by accident.
         frozen = self.reference_strategy == "copy"
         self._reference_copy = [copy.deepcopy(model).requires_grad_(False).eval()] if frozen else []
@@ -77,6 +80,10 @@ class Backend(nn.Module):
     def prepare(self, condition: str, value: Any, options: Mapping[str, ir.Value]) -> Any:
         """Turn one factor's conditioning text, node value and node options into a model-ready item."""
         raise NotImplementedError
+
+    def size(self, item: Any) -> int:
+        """How big a prepared value is: its tokens for a language model (IPO and NLL average over them)."""
+        return 1
 
     def draws(self, seed: int, item: Any) -> Any:
         """Random draws one factor needs (diffusion: timesteps and noise), from a seed; None if none."""
@@ -127,6 +134,16 @@ class Backend(nn.Module):
     def save_pretrained(self, path: Path) -> None:
         """Save what training changes (the model, or its LoRA adapter) in Hugging Face format."""
         raise NotImplementedError
+
+    def export(self, path: Path, merge: bool = True) -> None:
+        """Write an ordinary Hugging Face folder that loads without compound (LoRA merged if `merge`)."""
+        raise NotImplementedError
+
+    def merged(self, merge: bool) -> nn.Module:
+        """The trained model: LoRA folded into the weights when `merge`, else as is (an adapter)."""
+        if merge and hasattr(self.model, "merge_and_unload"):
+            return self.model.merge_and_unload()
+        return self.model
 
     def fingerprint(self) -> str:
         """A hash of the model's weights: keys cached reference scores to the model they came from."""

@@ -43,6 +43,7 @@ class Tokens:
 class CausalLM(Backend):
     kind = "causal_lm"
     signature = Signature(("text",), "text", variadic=True)
+    exact = True
     sampling = frozenset(
         {
             "max_new_tokens",
@@ -93,7 +94,9 @@ class CausalLM(Backend):
                     path, dtype=dtype_option(component), **kwargs
                 ),
             )
-        return cls(component, model, tokenizer, reference)
+        backend = cls(component, model, tokenizer, reference)
+        backend.source = source
+        return backend
 
     # ------------------------------------------------------------ scoring
 
@@ -107,6 +110,9 @@ class CausalLM(Backend):
 
     def prepare(self, condition: str, value: Any, options: Mapping[str, ir.Value]) -> Tokens:
         return self._tokens(condition, value)
+
+    def size(self, item: Tokens) -> int:
+        return len(item.completion)
 
     def _score(self, model: nn.Module, items: Sequence[Tokens], draws: Sequence[Any]) -> torch.Tensor:
         """Sum of completion-token log-probs, one forward pass over the right-padded batch."""
@@ -167,4 +173,9 @@ class CausalLM(Backend):
 
     def save_pretrained(self, path: Path) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+    def export(self, path: Path, merge: bool = True) -> None:
+        """A transformers folder (AutoModelForCausalLM), or a PEFT adapter on its base with `merge=False`."""
+        self.merged(merge).save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)

@@ -31,6 +31,7 @@ pass), `timesteps=` (K), `steps=` (denoising steps when sampling, default 50),
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -108,7 +109,9 @@ class Diffusion(Backend):
                 component,
                 lambda path: type(denoiser).from_pretrained(path, dtype=dtype_option(component)),
             )
-        return cls(component, model, parts, reference)
+        backend = cls(component, model, parts, reference)
+        backend.source = source
+        return backend
 
     # ------------------------------------------------------------ conditioning and images
 
@@ -223,6 +226,11 @@ class Diffusion(Backend):
 
     def save_pretrained(self, path: Path) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
+
+    def export(self, path: Path, merge: bool = True) -> None:
+        """The pipeline folder it was loaded from, with the trained denoiser (or its adapter) as `unet`."""
+        shutil.copytree(self.source, path, ignore=shutil.ignore_patterns("unet"), dirs_exist_ok=True)
+        self.merged(merge).save_pretrained(path / "unet", safe_serialization=True)
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:

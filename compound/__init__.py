@@ -20,10 +20,13 @@ __all__ = [
     "LogRatio",
     "ReferenceCache",
     "System",
+    "TrainConfig",
+    "Trainer",
     "compile_file",
     "compile_source",
     "formula",
     "load",
+    "load_preferences",
     "sysdpo_loss",
 ]
 __version__ = "0.1.0"
@@ -34,6 +37,9 @@ _LAZY = {
     "LogRatio": "compound.emit",
     "sysdpo_loss": "compound.loss",
     "ReferenceCache": "compound.reference",
+    "Trainer": "compound.train",
+    "TrainConfig": "compound.train",
+    "load_preferences": "compound.data",
 }
 
 

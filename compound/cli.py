@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
@@ -101,5 +102,173 @@ def compile_(
             raise typer.Exit(1) from None
 
 
+def _pairs(values: list[str] | None, option: str, convert: Any = str) -> dict[str, Any]:
+    """NAME=VALUE flags as a dict; a usage error names the flag."""
+    out: dict[str, Any] = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint=option)
+        try:
+            out[name] = convert(value)
+        except ValueError as e:
+            raise typer.BadParameter(f"{item!r}: {e}", param_hint=option) from None
+    return out
+
+
+def _lora(value: str) -> dict[str, Any]:
+    """`8` or `r=8,alpha=16,dropout=0.05`: LoRA options."""
+    if "=" not in value:
+        return {"r": int(value)}
+    options: dict[str, Any] = {}
+    for part in value.split(","):
+        key, _, v = part.partition("=")
+        options[key.strip()] = float(v) if "." in v else int(v) if v.strip().isdigit() else v.strip()
+    return options
+
+
+def _fail(error: Exception) -> typer.Exit:
+    if isinstance(error, CompoundError):
+        _report(error.diagnostics, error.sources)
+    else:
+        err.print(f"[bold red]error:[/] {error}")
+    return typer.Exit(1)
+
+
+@app.command()
+def train(
+    system: Annotated[Path, typer.Argument(help="The .cmp file of the system to align.")],
+    data: Annotated[
+        str, typer.Option(help="Preference data: JSONL, Parquet, CSV, JSON, a datasets folder or hub id.")
+    ],
+    out: Annotated[Path, typer.Option(help="The run folder (metrics, checkpoints, final weights).")],
+    config: Annotated[Path | None, typer.Option(help="A TOML or YAML file of training settings.")] = None,
+    eval_data: Annotated[
+        str | None, typer.Option("--eval", help="Held-out pairs, evaluated every --eval-every steps.")
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="DPO temperature (default 0.1).")] = None,
+    loss: Annotated[str | None, typer.Option(help="sigmoid (default), hinge, ipo or robust.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="For the robust loss.")] = None,
+    nll: Annotated[float | None, typer.Option(help="Weight of the chosen side's NLL (RPO); 0: none.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4).")] = None,
+    lr_for: Annotated[list[str] | None, typer.Option(help="Per component: NAME=LR (repeatable).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Pairs per process per micro-batch (default 8).")
+    ] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data (default 1).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up steps.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="linear, cosine, constant or constant_with_warmup.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every random choice of the run.")] = None,
+    mixed_precision: Annotated[str | None, typer.Option(help="no, bf16 or fp16.")] = None,
+    reference: Annotated[
+        list[str] | None, typer.Option(help="copy, adapter or cached; or NAME=STRATEGY.")
+    ] = None,
+    lora: Annotated[
+        list[str] | None, typer.Option(help="Per component: NAME=R or NAME=r=8,alpha=16.")
+    ] = None,
+    train_only: Annotated[
+        list[str] | None, typer.Option("--train", help="Train only these components.")
+    ] = None,
+    node_weight: Annotated[list[str] | None, typer.Option(help="Per node: NODE=WEIGHT in the loss.")] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (0: only at the end).")
+    ] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate --eval every N steps.")] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Leave invalid rows out (reported and counted).")
+    ] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Log lines instead of a progress bar.")] = False,
+) -> None:
+    """Align every trainable component of SYSTEM jointly with SysDPO on preference DATA."""
+    from compound.train import Trainer, TrainingError, read_config
+
+    settings: dict[str, Any] = read_config(config) if config else {}
+    strategies = [r for r in reference or [] if "=" not in r]
+    flags = {
+        "beta": beta,
+        "loss_type": loss,
+        "label_smoothing": label_smoothing,
+        "nll": nll,
+        "learning_rate": lr,
+        "batch_size": batch_size,
+        "gradient_accumulation": grad_accum,
+        "steps": steps,
+        "epochs": epochs,
+        "warmup": warmup,
+        "schedule": schedule,
+        "seed": seed,
+        "mixed_precision": mixed_precision,
+        "save_every": save_every,
+        "eval_every": eval_every,
+        "train": train_only or None,
+        "learning_rates": _pairs(lr_for, "--lr-for", float) or None,
+        "reference": strategies[-1]
+        if strategies
+        else _pairs([r for r in reference or [] if "=" in r], "--reference") or None,
+        "lora": _pairs(lora, "--lora", _lora) or None,
+        "node_weights": _pairs(node_weight, "--node-weight", float) or None,
+        "skip_invalid": skip_invalid or None,
+        "quiet": quiet or None,
+    }
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        trainer = Trainer(system, data, out, settings, eval_data=eval_data)
+        err.print(
+            f"training {', '.join(trainer.trained)} of {system} on {len(trainer.data.pairs)} pairs"
+            + (f" ({len(trainer.data.invalid)} invalid rows left out)" if trainer.data.invalid else "")
+            + f": {trainer.total_steps} steps of {trainer.global_batch} pairs"
+        )
+        last = trainer.train(resume=resume)
+    except (CompoundError, TrainingError) as e:
+        raise _fail(e) from None
+    except ValidationError as e:
+        raise _fail(ValueError(f"invalid settings: {e}")) from None
+    err.print(
+        f"done: loss {last.get('loss', float('nan')):.4f}, accuracy {last.get('rewards/accuracy', 0):.3f}; "
+        f"weights in {out / 'final'}"
+    )
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="A training run folder.")]) -> None:
+    """Plot a run's loss, accuracy and per-node margins, and write REPORT.md."""
+    from compound.report import report as write_report
+
+    try:
+        err.print(f"wrote {write_report(run)}")
+    except CompoundError as e:
+        raise _fail(e) from None
+
+
+@app.command("export")
+def export_(
+    run: Annotated[Path, typer.Argument(help="A training run folder.")],
+    out: Annotated[Path, typer.Option(help="Where to write one Hugging Face folder per trained component.")],
+    adapter: Annotated[
+        bool, typer.Option(help="Keep LoRA adapters as PEFT adapters instead of merging them.")
+    ] = False,
+) -> None:
+    """Write each trained component as an ordinary Hugging Face folder (no compound needed to load it)."""
+    from compound.export import export
+
+    try:
+        for path in export(run, out, adapter):
+            err.print(f"wrote {path}")
+    except CompoundError as e:
+        raise _fail(e) from None
+
+
 def main() -> None:
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", category=FutureWarning
+    )  # libraries' deprecation notices are not the user's
     app()

@@ -17,7 +17,7 @@ generator gives the same numbers.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,21 +44,27 @@ class LogRatio:
 
     `per_node` breaks the totals down by node (weights applied); `policy` holds
     the policy's own scores (log-probabilities, or the diffusion surrogate), with
-    gradients, for terms such as an NLL on the chosen side.
+    gradients, for terms such as an NLL on the chosen side; `sizes` each node
+    value's size (its tokens for a causal LM, 1 otherwise); `exact` the nodes
+    whose score is an exact log-likelihood. Nodes of frozen components have a
+    log ratio of zero and no policy scores.
     """
 
     chosen: torch.Tensor
     rejected: torch.Tensor
     per_node: dict[str, tuple[torch.Tensor, torch.Tensor]]
     policy: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    sizes: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    exact: frozenset[str]
 
 
 @dataclass
 class Scores:
-    """Raw scores of every factor on both sides: policy (with gradients) and reference."""
+    """Raw scores of every scored factor on both sides: policy (with gradients) and reference."""
 
     policy: dict[str, tuple[torch.Tensor, torch.Tensor]]
     reference: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    sizes: dict[str, tuple[torch.Tensor, torch.Tensor]]
     seeds: torch.Tensor  # [B, factors]
 
 
@@ -75,26 +81,47 @@ class CompiledSystem(nn.Module):
 
     # ------------------------------------------------------------ scoring
 
+    def forward(self, *args: Any, **kwargs: Any) -> LogRatio:
+        """`log_ratio`, so that wrappers such as DistributedDataParallel see the computation."""
+        return self.log_ratio(*args, **kwargs)
+
     def log_ratio(
         self,
         chosen: Sequence[Row],
         rejected: Sequence[Row],
         generator: torch.Generator | None = None,
         cache: ReferenceCache | None = None,
+        seeds: torch.Tensor | None = None,
+        frozen: Collection[str] = (),
     ) -> LogRatio:
-        """Score whole system outputs: chosen[k] and rejected[k] share their inputs."""
-        scores = self.scores(chosen, rejected, generator, cache)
+        """Score whole system outputs: chosen[k] and rejected[k] share their inputs.
+
+        `seeds` ([pairs, factors]) replaces the draws from `generator`;
+        components named in `frozen` are not run: an unchanged model's log ratio
+        is exactly zero.
+        """
+        scores = self.scores(chosen, rejected, generator, cache, seeds=seeds, frozen=frozen)
+        zero = torch.zeros(len(chosen), device=self._device())
         per_node = {}
         for factor in self.system.factors:
+            if factor.node not in scores.policy:
+                per_node[factor.node] = (zero, zero)
+                continue
             (pc, pr), (rc, rr) = scores.policy[factor.node], scores.reference[factor.node]
             per_node[factor.node] = (factor.weight * (pc - rc), factor.weight * (pr - rr))
-        sides = list(zip(*per_node.values(), strict=True)) or [(torch.zeros(len(chosen)),)] * 2
+        sides = list(zip(*per_node.values(), strict=True)) or [(zero,), (zero,)]
+        exact = {f.node for f in self.system.factors if self.backend(f.component).exact}
         return LogRatio(
             chosen=torch.stack(sides[0]).sum(0),
             rejected=torch.stack(sides[1]).sum(0),
             per_node=per_node,
             policy=scores.policy,
+            sizes=scores.sizes,
+            exact=frozenset(exact),
         )
+
+    def _device(self) -> torch.device:
+        return next(iter(self.parameters()), torch.zeros(0)).device
 
     def scores(
         self,
@@ -103,6 +130,8 @@ class CompiledSystem(nn.Module):
         generator: torch.Generator | None = None,
         cache: ReferenceCache | None = None,
         reference: bool = True,
+        seeds: torch.Tensor | None = None,
+        frozen: Collection[str] = (),
     ) -> Scores:
         """Policy and reference scores of every factor (the reference ones only if `reference`)."""
         if len(chosen) != len(rejected):
@@ -110,12 +139,15 @@ class CompiledSystem(nn.Module):
             raise CompoundError([Diagnostic("error", "row", message)])
         values = [self._pair(k, c, r) for k, (c, r) in enumerate(zip(chosen, rejected, strict=True))]
         factors = self.system.factors
-        seeds = torch.randint(0, 2**62, (len(chosen), len(factors)), generator=generator)
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (len(chosen), len(factors)), generator=generator)
         cached_ref: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if cache is not None:
             seeds, cached_ref = cache.lookup(self, chosen, rejected, seeds)
         work = []  # per component: its backend, its factors' nodes, and their items and draws
         for name in self.components:
+            if name in frozen:
+                continue
             backend = self.backend(name)
             mine = [
                 (f, self.system.node(factor.node))
@@ -143,21 +175,26 @@ class CompiledSystem(nn.Module):
             else:
                 ref.update({node: cached_ref[node] for node in nodes})
         policy: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        sizes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for backend, nodes, items, draws in work:
             policy.update(_by_node(backend.score(items, draws), nodes, len(chosen)))
-        return Scores(policy, ref, seeds)
+            sizes.update(
+                _by_node(
+                    torch.tensor([backend.size(i) for i in items], dtype=torch.float), nodes, len(chosen)
+                )
+            )
+        return Scores(policy, ref, sizes, seeds)
 
     def _pair(self, k: int, chosen: Row, rejected: Row) -> tuple[dict[str, Any], dict[str, Any]]:
         """Both sides' node values for pair k; their inputs must agree."""
-        c = evaluate(self.system, chosen, k, "chosen row")
-        r = evaluate(self.system, rejected, k, "rejected row")
+        c = evaluate(self.system, chosen, f"chosen row {k}")
+        r = evaluate(self.system, rejected, f"rejected row {k}")
         for node in self.system.nodes:
             if node.kind == "input" and c[node.name] != r[node.name]:
                 raise row_error(
-                    k,
+                    f"pair {k}",
                     node,
                     "differs between the chosen and the rejected row; a pair shares its inputs",
-                    "pair",
                 )
         return c, r
 
@@ -183,7 +220,7 @@ class CompiledSystem(nn.Module):
         runs: list[dict[str, Any]] = []
         for k, row in enumerate(inputs):
             start = {
-                n.name: given(n, row, k, sizes, "input row") for n in self.system.nodes if n.kind == "input"
+                n.name: given(n, row, f"input row {k}", sizes) for n in self.system.nodes if n.kind == "input"
             }
             runs += [dict(start) for _ in range(n)]
         for declaration in _declarations(self.system):
@@ -256,14 +293,19 @@ def _known(backend: Backend, options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load(
-    path: str | Path, weights: str | Path | None = None, reference: str | Mapping[str, str] | None = None
+    path: str | Path,
+    weights: str | Path | None = None,
+    reference: str | Mapping[str, str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CompiledSystem:
     """Compile a `.cmp` file and load its components with `from_pretrained`.
 
     Model folders are relative to the `.cmp` file. `weights` is a folder written
-    by `save_pretrained` (one subfolder per component). `reference` overrides
-    the reference strategy (`copy`, `adapter`, `cached`), for every component or
-    per component name.
+    by `save_pretrained` (one subfolder per component; components without one
+    keep their base weights). `reference` overrides the reference strategy
+    (`copy`, `adapter`, `cached`), for every component or per component name.
+    `options` adds or overrides component options, per component name: a dict
+    value becomes a call, so `{"writer": {"lora": {"r": 8}}}` means `lora(r=8)`.
     """
     path = Path(path)
     system = compile_file(path)
@@ -272,6 +314,10 @@ def load(
         raise CompoundError([Diagnostic("error", "component", f"no trained weights at {weights}")])
     components = {}
     for component in system.components:
+        extra = (options or {}).get(component.name, {})
+        if extra:
+            merged = {**component.options, **{k: _value(k, v) for k, v in extra.items()}}
+            component = component.model_copy(update={"options": merged})
         strategy = reference.get(component.name) if isinstance(reference, Mapping) else reference
         trained = weights / component.name if weights is not None else None
         if trained is not None and not trained.is_dir():
@@ -280,3 +326,7 @@ def load(
             component, path.parent, trained, strategy
         )
     return CompiledSystem(system, components)
+
+
+def _value(name: str, value: Any) -> ir.Value:
+    return ir.Call(name=name, options=dict(value)) if isinstance(value, Mapping) else value

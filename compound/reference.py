@@ -61,13 +61,20 @@ class ReferenceCache:
         rejected: Sequence[Mapping[str, Any]],
         generator: torch.Generator | None = None,
         batch_size: int = 32,
+        seeds: torch.Tensor | None = None,
     ) -> ReferenceCache:
-        """Score every factor of every pair with the current (not yet trained) weights."""
+        """Score every factor of every pair with the current (not yet trained) weights.
+
+        The draws' seeds come from `generator`, or are given as `seeds` ([pairs, factors]).
+        """
         parts = []
         with torch.no_grad():
             for start in range(0, len(chosen), batch_size):
                 part = slice(start, start + batch_size)
-                parts.append(system.scores(chosen[part], rejected[part], generator, reference=False))
+                given = seeds[part] if seeds is not None else None
+                parts.append(
+                    system.scores(chosen[part], rejected[part], generator, reference=False, seeds=given)
+                )
         nodes = [f.node for f in system.system.factors]
         return cls(
             nodes=nodes,

@@ -3,8 +3,9 @@
 A row maps node names to values: text -> str, image -> a PIL image or a file
 path, a plate -> a list (one value per member; `image[1]` may also be given on
 its own). Computed nodes are always recomputed from their arguments with the
-built-in functions, so a row never needs them. Mistakes name the row, the node
-and where the node is declared.
+built-in functions, so a row never needs them. Mistakes name the row (a label
+such as "chosen row 3" or "prefs.jsonl row 7, chosen"), the node and where the
+node is declared.
 """
 
 from __future__ import annotations
@@ -18,46 +19,51 @@ from compound.backends.fn import FUNCTIONS, Value, fill, render
 from compound.diagnostics import CompoundError, Diagnostic
 
 
-def row_error(row: int, node: ir.Node, message: str, what: str = "row") -> CompoundError:
+def row_error(label: str, node: ir.Node, message: str) -> CompoundError:
     """An error about one node of one data row, pointing at the node's declaration."""
-    return CompoundError([Diagnostic("error", "row", f"{what} {row}: '{node.base}' {message}", node.span)])
+    return CompoundError([Diagnostic("error", "row", f"{label}: '{node.base}' {message}", node.span)])
 
 
-def given(
-    node: ir.Node, row: Mapping[str, Any], index: int, sizes: Mapping[str, int], what: str = "row"
-) -> Any:
+def given(node: ir.Node, row: Mapping[str, Any], label: str, sizes: Mapping[str, int]) -> Any:
     """The value a row gives for `node` (a plate member is taken from the plate's list)."""
     if node.name in row:
         value = row[node.name]
     elif node.base not in row:
         kind = {"input": "an input", "sample": "a sampled node"}.get(node.kind, "a node")
-        raise row_error(index, node, f"is missing ({kind} of the system)", what)
+        raise row_error(label, node, f"is missing ({kind} of the system)")
     elif node.index is None:
         value = row[node.base]
     else:
         plate = row[node.base]
         if not isinstance(plate, list | tuple):
+            raise row_error(label, node, f"is a plate: give a list of values, not {type(plate).__name__}")
+        if len(plate) != sizes[node.base]:
             raise row_error(
-                index, node, f"is a plate: give a list of values, not {type(plate).__name__}", what
+                label, node, f"is a plate of {sizes[node.base]}, but the row gives {len(plate)} values"
             )
-        size = sizes[node.base]
-        if len(plate) != size:
-            raise row_error(index, node, f"is a plate of {size}, but the row gives {len(plate)} values", what)
         value = plate[node.index]
-    check_type(node, value, index, what)
+    if node.type == "text" and not isinstance(value, str):
+        raise row_error(label, node, f"is text, but the row holds {type(value).__name__}")
+    if node.type == "image" and not (isinstance(value, str | Path) or hasattr(value, "convert")):
+        raise row_error(
+            label, node, f"is an image (a PIL image or a file path), but the row holds {type(value).__name__}"
+        )
     return value
 
 
-def check_type(node: ir.Node, value: Any, index: int, what: str = "row") -> None:
-    if node.type == "text" and not isinstance(value, str):
-        raise row_error(index, node, f"is text, but the row holds {type(value).__name__}", what)
-    if node.type == "image" and not (isinstance(value, str | Path) or hasattr(value, "convert")):
-        raise row_error(
-            index,
-            node,
-            f"is an image (a PIL image or a file path), but the row holds {type(value).__name__}",
-            what,
-        )
+def readable(node: ir.Node, value: Any, label: str) -> None:
+    """Fail unless an image value given as a path opens as an image."""
+    if node.type != "image" or not isinstance(value, str | Path):
+        return
+    from PIL import Image, UnidentifiedImageError
+
+    member = f"[{node.index}]" if node.index is not None else ""
+    try:
+        with Image.open(value) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise row_error(label, node, f"{member}: cannot read the image {value}: {reason}") from None
 
 
 def arguments(node: ir.Node, values: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -91,15 +97,29 @@ def compute(node: ir.Node, values: Mapping[str, Any]) -> Value:
     return FUNCTIONS[node.function].apply(positional, named, dict(node.options))
 
 
-def evaluate(system: ir.System, row: Mapping[str, Any], index: int, what: str = "row") -> dict[str, Any]:
+def evaluate(system: ir.System, row: Mapping[str, Any], label: str) -> dict[str, Any]:
     """Every node's value for one complete row (inputs and sampled nodes given), in topological order."""
     sizes = plate_sizes(system)
     values: dict[str, Any] = {}
     for node in system.nodes:
         values[node.name] = (
-            compute(node, values) if node.kind == "compute" else given(node, row, index, sizes, what)
+            compute(node, values) if node.kind == "compute" else given(node, row, label, sizes)
         )
     return values
+
+
+def problems(system: ir.System, row: Mapping[str, Any], label: str) -> list[Diagnostic]:
+    """Everything wrong with one complete row: every missing or mistyped node, every unreadable image."""
+    sizes = plate_sizes(system)
+    found: list[Diagnostic] = []
+    for node in system.nodes:
+        if node.kind == "compute":
+            continue
+        try:
+            readable(node, given(node, row, label, sizes), label)
+        except CompoundError as e:  # a plate's members share most problems: report each once
+            found += [d for d in e.diagnostics if d.message not in {f.message for f in found}]
+    return found
 
 
 def plate_sizes(system: ir.System) -> dict[str, int]:

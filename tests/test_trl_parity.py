@@ -30,37 +30,25 @@ def setup(tiny, tmp_path_factory):
     return system, chosen, rejected
 
 
-@pytest.fixture(scope="module")
-def trainer(setup, tiny, tmp_path_factory):
+def make_trainer(system, tiny, out, loss_type=("sigmoid",), loss_weights=None, label_smoothing=0.0):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    system, _, _ = setup
     policy = system.backend("policy").model
     reference = AutoModelForCausalLM.from_pretrained(tiny["lm"])
     data = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in ROWS])
-    args = DPOConfig(
-        output_dir=str(tmp_path_factory.mktemp("trl")),
-        beta=0.1,
-        per_device_train_batch_size=len(ROWS),
-        max_steps=1,
-        learning_rate=0.0,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        max_length=None,
-        dataloader_drop_last=False,
-        seed=0,
-    )
-    return DPOTrainer(
-        model=policy,
-        ref_model=reference,
-        args=args,
-        train_dataset=data,
-        processing_class=AutoTokenizer.from_pretrained(tiny["lm"]),
-    )
+    args = DPOConfig(output_dir=str(out), beta=0.1, per_device_train_batch_size=len(ROWS), max_steps=1,
+                     learning_rate=0.0, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
+                     max_length=None, seed=0, loss_type=list(loss_type), loss_weights=loss_weights,
+                     label_smoothing=label_smoothing)
+    return DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data,
+                      processing_class=AutoTokenizer.from_pretrained(tiny["lm"]))
+
+
+@pytest.fixture(scope="module")
+def trainer(setup, tiny, tmp_path_factory):
+    return make_trainer(setup[0], tiny, tmp_path_factory.mktemp("trl"))
 
 
 def trl_logps(trainer, indices):
@@ -81,13 +69,24 @@ def test_per_row_log_probs_equal_trls(setup, trainer):
         assert ours[1][k].item() == pytest.approx(trl_rejected, abs=1e-4)
 
 
-def test_sysdpo_loss_equals_trls_loss(setup, trainer):
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        ({"loss_type": "sigmoid"}, {"loss_type": ["sigmoid"]}),
+        ({"loss_type": "hinge"}, {"loss_type": ["hinge"]}),
+        ({"loss_type": "ipo"}, {"loss_type": ["ipo"]}),
+        ({"loss_type": "robust", "label_smoothing": 0.2}, {"loss_type": ["robust"], "label_smoothing": 0.2}),
+        ({"loss_type": "sigmoid", "nll": 0.3}, {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.3]}),
+    ],
+    ids=["sigmoid", "hinge", "ipo", "robust", "rpo"],
+)
+def test_each_loss_type_equals_trls_first_step_loss(setup, tiny, tmp_path, ours, theirs):
     system, chosen, rejected = setup
     with torch.no_grad():
-        loss = compound.sysdpo_loss(system.log_ratio(chosen, rejected), beta=0.1).item()
-    trl_loss, _, _ = trl_logps(trainer, range(len(ROWS)))
+        loss = compound.sysdpo_loss(system.log_ratio(chosen, rejected), beta=0.1, **ours).item()
+    trl_loss, _, _ = trl_logps(make_trainer(system, tiny, tmp_path, **theirs), range(len(ROWS)))
     assert loss == pytest.approx(trl_loss, abs=1e-5)
-    assert abs(loss - math.log(2)) > 1e-3  # the policy differs from the reference: not the trivial ln 2
+    assert abs(loss - {"hinge": 1.0, "ipo": 25.0}.get(ours["loss_type"], math.log(2))) > 1e-3  # not trivial
 
 
 def test_trl_first_training_step_logs_the_same_loss(setup, trainer):

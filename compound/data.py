@@ -1,0 +1,214 @@
+"""Preference data: read, map onto a system, and validate before any training.
+
+A file holds one comparison per row, in either of two formats:
+
+- `{"input": {...}, "chosen": {...}, "rejected": {...}}` (DESIGN.md): node
+  names to values; inputs once, outputs and intermediates per side;
+- TRL's `{"prompt": ..., "chosen": ..., "rejected": ...}`, for a system of
+  one text input and one sampled text node.
+
+JSONL is read directly (a row's number is its line number); Parquet, JSON,
+CSV, a `datasets` folder or a hub id go through `datasets.load_dataset` (a
+row's number is its position, from 1). Images are file paths, relative to the
+data file, or images a dataset decodes. Every row is validated up front: each
+bad row is reported with its number, node and reason, and nothing is dropped
+silently (with `skip_invalid` bad rows are left out and counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compound import ir
+from compound.diagnostics import CompoundError, Diagnostic
+from compound.values import problems, row_error
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One comparison: its row number in the source, and both sides as rows of node values."""
+
+    row: int
+    chosen: dict[str, Any]
+    rejected: dict[str, Any]
+
+
+@dataclass
+class Preferences:
+    source: str
+    pairs: list[Pair]
+    invalid: list[Diagnostic] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """A hash of the data's content (keys cached reference scores to it)."""
+        from compound.reference import row_key
+
+        digest = hashlib.sha256()
+        for pair in self.pairs:
+            digest.update(row_key(pair.chosen, pair.rejected).encode())
+        return digest.hexdigest()[:16]
+
+
+def load_preferences(system: ir.System, source: str | Path, skip_invalid: bool = False) -> Preferences:
+    """Read and validate preference data for `system`; raise `CompoundError` listing every bad row."""
+    label = str(source)
+    records, base = _records(source)
+    pairs: list[Pair] = []
+    invalid: list[Diagnostic] = []
+    bad_rows = 0
+    for number, record in records:
+        found = _check(system, record, f"{label} row {number}", base)
+        if isinstance(found, list):
+            invalid += found
+            bad_rows += 1
+        else:
+            pairs.append(Pair(number, *found))
+    if invalid and not skip_invalid:
+        summary = Diagnostic(
+            "error",
+            "row",
+            f"{bad_rows} of {len(records)} rows of {label} are invalid; fix "
+            "them, or leave them out with --skip-invalid",
+        )
+        raise CompoundError([*invalid, summary], _sources(system))
+    if not pairs:
+        raise CompoundError([Diagnostic("error", "row", f"{label} holds no valid preference pair")])
+    return Preferences(label, pairs, invalid)
+
+
+def _check(
+    system: ir.System, record: Any, where: str, base: Path
+) -> tuple[dict[str, Any], dict[str, Any]] | list[Diagnostic]:
+    """Both sides of a valid record, or everything wrong with it."""
+    try:
+        chosen, rejected = _sides(system, record, where, base)
+    except CompoundError as e:
+        return list(e.diagnostics)
+    found = problems(system, chosen, f"{where}, chosen") + problems(system, rejected, f"{where}, rejected")
+    for node in system.nodes:
+        if not found and node.kind == "input" and chosen[node.base] != rejected[node.base]:
+            message = "differs between the chosen and the rejected side; a pair shares its inputs"
+            found += row_error(where, node, message).diagnostics
+    return found or (chosen, rejected)
+
+
+def _sources(system: ir.System) -> dict[str, str]:
+    try:
+        return {system.file: Path(system.file).read_text(encoding="utf-8")}
+    except OSError:
+        return {}
+
+
+def _records(source: str | Path) -> tuple[list[tuple[int, Any]], Path]:
+    """(row number, record) pairs, and the folder relative image paths start from."""
+    path = Path(source)
+    if path.suffix == ".jsonl" and path.is_file():
+        records = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append((number, json.loads(line)))
+            except json.JSONDecodeError as e:
+                records.append((number, _Broken(f"is not valid JSON: {e.msg} at column {e.colno}")))
+        return records, path.parent
+    if path.suffix == ".jsonl":
+        raise CompoundError([Diagnostic("error", "row", f"no data file at {path}")])
+    from datasets import load_dataset
+
+    kinds = {".parquet": "parquet", ".json": "json", ".csv": "csv"}
+    try:
+        if path.is_file() and path.suffix in kinds:
+            dataset = load_dataset(kinds[path.suffix], data_files=str(path), split="train")
+        else:
+            dataset = load_dataset(str(source), split="train")
+    except Exception as e:  # datasets raises many kinds; all mean the same to the user
+        raise CompoundError(
+            [
+                Diagnostic(
+                    "error",
+                    "row",
+                    f"cannot read preference data {source}: "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                )
+            ]
+        ) from None
+    return list(enumerate(dataset, 1)), (path.parent if path.is_file() else Path.cwd())
+
+
+@dataclass(frozen=True)
+class _Broken:
+    reason: str
+
+
+def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both sides of one record as rows of node values (image paths made absolute)."""
+    if isinstance(record, _Broken):
+        raise CompoundError([Diagnostic("error", "row", f"{where} {record.reason}")])
+    if not isinstance(record, dict):
+        raise CompoundError([Diagnostic("error", "row", f"{where} is not an object")])
+    if {"input", "chosen", "rejected"} <= set(record) and all(
+        isinstance(record[k], dict) for k in ("input", "chosen", "rejected")
+    ):
+        chosen = {**record["input"], **record["chosen"]}
+        rejected = {**record["input"], **record["rejected"]}
+    elif {"prompt", "chosen", "rejected"} <= set(record):
+        chosen, rejected = _trl(system, record, where)
+    else:
+        raise CompoundError(
+            [
+                Diagnostic(
+                    "error",
+                    "row",
+                    f"{where} has neither the keys input, chosen, rejected "
+                    "(each an object of node values) nor TRL's prompt, chosen, rejected",
+                )
+            ]
+        )
+    images = {n.base for n in system.nodes if n.type == "image"}
+    return _absolute(chosen, images, base), _absolute(rejected, images, base)
+
+
+def _trl(system: ir.System, record: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    inputs = [n for n in system.nodes if n.kind == "input"]
+    sampled = [n for n in system.nodes if n.kind == "sample"]
+    if len(inputs) != 1 or len(sampled) != 1 or inputs[0].type != "text" or sampled[0].type != "text":
+        raise CompoundError(
+            [
+                Diagnostic(
+                    "error",
+                    "row",
+                    f"{where}: TRL's prompt/chosen/rejected rows fit a system "
+                    "of one text input and one sampled text node; use input/chosen/rejected",
+                )
+            ]
+        )
+    values = [record["prompt"], record["chosen"], record["rejected"]]
+    if not all(isinstance(v, str) for v in values):
+        raise CompoundError(
+            [
+                Diagnostic(
+                    "error",
+                    "row",
+                    f"{where}: prompt, chosen and rejected must be strings "
+                    "(conversational rows are not supported yet)",
+                )
+            ]
+        )
+    prompt, node = inputs[0].base, sampled[0].base
+    return {prompt: values[0], node: values[1]}, {prompt: values[0], node: values[2]}
+
+
+def _absolute(row: dict[str, Any], images: set[str], base: Path) -> dict[str, Any]:
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and not Path(value).is_absolute():
+            return str(base / value)
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+
+    return {k: fix(v) if k.split("[")[0] in images else v for k, v in row.items()}

@@ -1,0 +1,36 @@
+"""`compound export RUN --out DIR`: each trained component as an ordinary Hugging Face folder.
+
+A causal LM becomes a transformers folder (`AutoModelForCausalLM.from_pretrained`);
+a diffusion component becomes its pipeline folder with the trained denoiser as
+`unet` (diffusers' `UNet2DConditionModel.from_pretrained(DIR/painter/unet)`).
+LoRA adapters are merged into the weights, or kept as PEFT adapters with
+`adapter=True` (`PeftModel.from_pretrained(base, DIR/writer)`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compound.diagnostics import CompoundError, Diagnostic
+from compound.emit import load
+from compound.train import RUN_FILE
+
+
+def export(run: str | Path, out: str | Path, adapter: bool = False) -> list[Path]:
+    """Export every component the run trained; return the folders written."""
+    final = Path(run) / "final"
+    if not (final / RUN_FILE).is_file():
+        raise CompoundError(
+            [Diagnostic("error", "config", f"{run} has no final weights ({final / RUN_FILE})")]
+        )
+    meta = json.loads((final / RUN_FILE).read_text())
+    system = load(
+        meta["system"], weights=final, options={n: {"lora": spec} for n, spec in meta["lora"].items()}
+    )
+    written = []
+    for name in meta["trained"]:
+        path = Path(out) / name
+        system.backend(name).export(path, merge=not adapter)
+        written.append(path)
+    return written

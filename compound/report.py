@@ -1,0 +1,121 @@
+"""`compound report RUN`: plots and a markdown summary of a training run's metrics.
+
+Reads RUN/metrics.jsonl and writes RUN/report/: loss.png, accuracy.png,
+margins.png (each node's reward margin over the steps), shares.png (each node's
+share of the margin: which component the preferences credit) and REPORT.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from compound.diagnostics import CompoundError, Diagnostic
+
+
+def read_metrics(run: str | Path) -> list[dict[str, Any]]:
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        raise CompoundError(
+            [Diagnostic("error", "config", f"no metrics.jsonl in {run}: is it a training run?")]
+        )
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def report(run: str | Path) -> Path:
+    """Write RUN/report/ and return the path of REPORT.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    run = Path(run)
+    rows = read_metrics(run)
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    steps = [r["step"] for r in rows]
+    nodes = list(dict.fromkeys(k.split("/")[1] for r in rows for k in r if k.startswith("nodes/")))
+
+    def plot(name: str, series: dict[str, list[float]], ylabel: str, zero: bool = False) -> None:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for label, values in series.items():
+            ax.plot(steps, values, label=label, linewidth=1.5)
+        if zero:
+            ax.axhline(0, color="#888888", linewidth=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)
+
+    plot("loss", {"loss": [r["loss"] for r in rows]}, "SysDPO loss")
+    accuracy = {"system": [r["rewards/accuracy"] for r in rows]}
+    accuracy |= {n: [r.get(f"nodes/{n}/accuracy", float("nan")) for r in rows] for n in nodes}
+    if any("eval/accuracy" in r for r in rows):
+        accuracy["held out"] = [r.get("eval/accuracy", float("nan")) for r in rows]
+    plot("accuracy", accuracy, "preference accuracy")
+    plot(
+        "margins",
+        {n: [r.get(f"nodes/{n}/margin", float("nan")) for r in rows] for n in nodes},
+        "reward margin (beta x log-ratio gap)",
+        zero=True,
+    )
+    plot(
+        "shares",
+        {n: [r.get(f"nodes/{n}/share", float("nan")) for r in rows] for n in nodes},
+        "share of the margin",
+        zero=True,
+    )
+    path = out / "REPORT.md"
+    path.write_text(_markdown(run, rows, nodes), encoding="utf-8")
+    return path
+
+
+def _markdown(run: Path, rows: list[dict[str, Any]], nodes: list[str]) -> str:
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    first, last = rows[0], rows[-1]
+    window = rows[-max(1, len(rows) // 10) :]
+
+    def mean(key: str) -> float:
+        values = [r[key] for r in window if key in r]
+        return sum(values) / len(values) if values else float("nan")
+
+    lines = [
+        f"# Training report: {run.name}",
+        "",
+        f"System `{config.get('system', '?')}`, data `{config.get('data', '?')}`; {len(rows)} steps, "
+        f"loss `{config.get('loss_type', '?')}`, beta {config.get('beta', '?')}, "
+        f"trained: {', '.join(config.get('train') or ['all components'])}.",
+        "",
+        "| | first step | last step | mean of the last 10% |",
+        "|---|---|---|---|",
+        f"| loss | {first['loss']:.4f} | {last['loss']:.4f} | {mean('loss'):.4f} |",
+        f"| accuracy | {first['rewards/accuracy']:.3f} | {last['rewards/accuracy']:.3f} | "
+        f"{mean('rewards/accuracy'):.3f} |",
+        f"| margin | {first['rewards/margin']:.4f} | {last['rewards/margin']:.4f} | "
+        f"{mean('rewards/margin'):.4f} |",
+        "",
+        "Per node, mean of the last 10% of steps (share: the node's margin over the sum of every node's "
+        "|margin|):",
+        "",
+        "| node | margin | accuracy | share |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {n} | {mean(f'nodes/{n}/margin'):.4f} | {mean(f'nodes/{n}/accuracy'):.3f} | "
+        f"{mean(f'nodes/{n}/share'):+.3f} |"
+        for n in nodes
+    ]
+    skipped = sum(r.get("skipped", 0) for r in rows)
+    lines += [
+        "",
+        f"Skipped steps (non-finite loss or gradient): {skipped:g}. Throughput: "
+        f"{mean('pairs_per_second'):.1f} pairs/s.",
+        "",
+    ]
+    lines += [f"![{name}]({name}.png)" for name in ("loss", "accuracy", "margins", "shares")]
+    return "\n".join(lines) + "\n"
