@@ -274,14 +274,18 @@ def test_model_folder_errors_name_the_component_and_its_line(tiny, write_system,
 
 
 def test_a_prompt_longer_than_the_context_loses_its_start_not_the_value(tiny, write_system):
-    cmp = write_system(f'system s\ncomponent lm = causal_lm("{tiny["lm"]}", max_length=40)\ninput x : text\n'
-                       "y : text ~ lm(x)\noutput y\n")
+    cmp = write_system(
+        f'system s\ncomponent lm = causal_lm("{tiny["lm"]}", max_length=40)\ninput x : text\n'
+        "y : text ~ lm(x)\noutput y\n"
+    )
     system = compound.load(cmp)
     tokenizer = AutoTokenizer.from_pretrained(tiny["lm"])
     long_prompt = "a lake as the ice grows " * 30
     value = " small medium large"
     with torch.no_grad():
-        got = system.scores([{"x": long_prompt, "y": value}], [{"x": long_prompt, "y": " huge"}]).policy["y"][0]
+        got = system.scores([{"x": long_prompt, "y": value}], [{"x": long_prompt, "y": " huge"}]).policy["y"][
+            0
+        ]
     full = tokenizer(long_prompt + value + tokenizer.eos_token)["input_ids"]
     completion = len(full) - len(tokenizer(long_prompt)["input_ids"])
     kept = full[-40:]  # the last 40 tokens: the end of the prompt, then the whole value

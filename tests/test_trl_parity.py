@@ -38,12 +38,29 @@ def make_trainer(system, tiny, out, loss_type=("sigmoid",), loss_weights=None, l
     policy = system.backend("policy").model
     reference = AutoModelForCausalLM.from_pretrained(tiny["lm"])
     data = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in ROWS])
-    args = DPOConfig(output_dir=str(out), beta=0.1, per_device_train_batch_size=len(ROWS), max_steps=1,
-                     learning_rate=0.0, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
-                     max_length=None, seed=0, loss_type=list(loss_type), loss_weights=loss_weights,
-                     label_smoothing=label_smoothing)
-    return DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data,
-                      processing_class=AutoTokenizer.from_pretrained(tiny["lm"]))
+    args = DPOConfig(
+        output_dir=str(out),
+        beta=0.1,
+        per_device_train_batch_size=len(ROWS),
+        max_steps=1,
+        learning_rate=0.0,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        max_length=None,
+        seed=0,
+        loss_type=list(loss_type),
+        loss_weights=loss_weights,
+        label_smoothing=label_smoothing,
+    )
+    return DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=args,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(tiny["lm"]),
+    )
 
 
 @pytest.fixture(scope="module")
