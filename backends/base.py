@@ -180,7 +180,7 @@ def lora(model: nn.Module, component: ir.Component, targets: Sequence[str] | Non
         r=int(options.pop("r", 8)),
         lora_alpha=float(options.pop("alpha", 2 * int(spec.options.get("r", 8)))),
         lora_dropout=float(options.pop("dropout", 0.0)),
-        target_modules=options.pop("target_modules", None) or (list(targets) if targets else None),
+        target_modules=_names(options.pop("target_modules", None)) or (list(targets) if targets else None),
         init_lora_weights=True,
     )
     if options:
@@ -192,6 +192,11 @@ def lora(model: nn.Module, component: ir.Component, targets: Sequence[str] | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(hashlib.sha256(component.name.encode()).hexdigest()[:8], 16))
         return get_peft_model(model, config)
+
+
+def _names(value: ir.Value | None) -> list[str] | None:
+    """`"c_attn, c_proj"` as module names (PEFT would read a single string as a regular expression)."""
+    return [n.strip() for n in value.split(",") if n.strip()] if isinstance(value, str) else None
 
 
 def resolve(component: ir.Component, root: Path) -> str:
