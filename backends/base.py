@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from compound.backends import Signature
 from torch import nn
 
 from compound import ir
+from compound.backends import Signature
 from compound.diagnostics import CompoundError, Diagnostic
 
 REFERENCES = ("copy", "adapter", "cached")

@@ -14,6 +14,14 @@ length), `trust_remote_code=` (off unless asked). A sequence longer than
 `max_length` loses the start of its prompt, never its completion (the score
 always covers the whole node value); generation keeps the prompt's last
 `max_length - max_new_tokens` tokens.
+
+Node options shape a node's outputs. `choice="small|medium|large"` makes the
+node a categorical distribution over those values, with probabilities
+proportional to the LM's probability of each (completion and EOS): it is scored
+exactly (log-probability of the value minus the log-sum over all choices) and
+sampled exactly. `pattern="REGEX"` keeps generation inside a regular expression
+(token by token, so that sampled intermediates are well formed); its score
+stays the LM's log-probability, not renormalized to the pattern.
 """
 
 from __future__ import annotations
@@ -25,11 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from compound.backends import Signature
-from compound.backends.base import Backend, dtype_option, load_failed, load_trained, lora, resolve
 from torch import nn
 
 from compound import ir
+from compound.backends import Signature
+from compound.backends.base import Backend, dtype_option, load_failed, load_trained, lora, resolve
+from compound.backends.decoding import RegexConstraint, diverse_beams
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A value of a node with `choice=`: every choice's tokens, and which one the value is."""
+
+    options: tuple[Tokens, ...]
+    index: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class CausalLM(Backend):
     exact = True
     sampling = frozenset(
         {
+            "pattern",
+            "choice",
             "max_new_tokens",
             "min_new_tokens",
             "do_sample",
@@ -108,13 +127,35 @@ class CausalLM(Backend):
             shared += 1
         return Tokens(tuple(full[:shared]), tuple(full[shared:]))
 
-    def prepare(self, condition: str, value: Any, options: Mapping[str, ir.Value]) -> Tokens:
-        return self._tokens(condition, value)
+    def prepare(self, condition: str, value: Any, options: Mapping[str, ir.Value]) -> Tokens | Choice:
+        choices = _choices(options)
+        if choices is None:
+            return self._tokens(condition, value)
+        if value not in choices:
+            raise self.error(f"the value {value!r} is not one of its node's choices ({'|'.join(choices)})")
+        return Choice(tuple(self._tokens(condition, c) for c in choices), choices.index(value))
 
-    def size(self, item: Tokens) -> int:
-        return len(item.completion)
+    def size(self, item: Tokens | Choice) -> int:
+        return len((item.options[item.index] if isinstance(item, Choice) else item).completion)
 
-    def _score(self, model: nn.Module, items: Sequence[Tokens], draws: Sequence[Any]) -> torch.Tensor:
+    def _score(
+        self, model: nn.Module, items: Sequence[Tokens | Choice], draws: Sequence[Any]
+    ) -> torch.Tensor:
+        """Log-probabilities of the items: of a completion, or of a choice among its node's choices."""
+        flat = [s for item in items for s in (item.options if isinstance(item, Choice) else (item,))]
+        logps = self._logps(model, flat)
+        out, at = [], 0
+        for item in items:
+            if isinstance(item, Choice):
+                block = logps[at : at + len(item.options)]
+                out.append(block[item.index] - torch.logsumexp(block, dim=0))
+                at += len(item.options)
+            else:
+                out.append(logps[at])
+                at += 1
+        return torch.stack(out)
+
+    def _logps(self, model: nn.Module, items: Sequence[Tokens]) -> torch.Tensor:
         """Sum of completion-token log-probs, one forward pass over the right-padded batch."""
         rows = []
         for s in items:
@@ -139,11 +180,18 @@ class CausalLM(Backend):
         token_logps = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         return (token_logps * completion[:, 1:]).sum(dim=1)
 
-    # ------------------------------------------------------------ sampling and saving
+    # ------------------------------------------------------------ sampling
 
     def sample(self, conditions: Sequence[str], generator: torch.Generator, **options: Any) -> list[str]:
-        """Generate one completion per prompt (left-padded batches; decoding options as in `generate`)."""
-        settings = {"max_new_tokens": 64, "do_sample": True, "temperature": 1.0, "top_k": 0} | options
+        """One completion per prompt: `generate` in left-padded batches (inside a node's `pattern=`),
+        or a draw from the node's categorical distribution over its `choice=` values."""
+        choices = _choices(options)
+        if choices is not None:
+            return [choices[int(i)] for i in self._pick(conditions, choices, 1, options, generator)[:, 0]]
+        settings = {"max_new_tokens": 64, "do_sample": True, "temperature": 1.0, "top_k": 0} | {
+            k: v for k, v in options.items() if k not in ("pattern", "choice")
+        }
+        constraint = self._constraint(options)
         device = next(self.model.parameters()).device
         out: list[str] = []
         sides = self.tokenizer.padding_side, self.tokenizer.truncation_side
@@ -158,6 +206,9 @@ class CausalLM(Backend):
                     truncation=True,
                     max_length=room,
                 ).to(device)
+                if constraint is not None:
+                    constraint.start = batch["input_ids"].shape[1]
+                    settings["logits_processor"] = [constraint]
                 seed = int(torch.randint(0, 2**62, (1,), generator=generator))
                 with (
                     torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
@@ -171,6 +222,52 @@ class CausalLM(Backend):
             self.tokenizer.padding_side, self.tokenizer.truncation_side = sides
         return out
 
+    def candidates(
+        self, condition: str, k: int, strategy: str, generator: torch.Generator, **options: Any
+    ) -> list[str]:
+        """Up to k distinct likely values (SysDPO-Sampling): diverse beam search (`beam`), or draws."""
+        choices = _choices(options)
+        if choices is not None:
+            picks = self._pick([condition], choices, k, options, generator, greedy=strategy == "beam")[0]
+            return list(dict.fromkeys(choices[int(i)] for i in picks))
+        if strategy == "sample":
+            return list(dict.fromkeys(self.sample([condition] * k, generator, **options)))
+        prompt = self.tokenizer(condition)["input_ids"][-(self.max_length - 1) :]
+        beams = diverse_beams(
+            self.model,
+            prompt,
+            k,
+            self.tokenizer.eos_token_id,
+            diversity=float(options.get("diversity", 0.5)),
+            max_new_tokens=int(options.get("max_new_tokens", 64)),
+            constraint=self._constraint(options),
+        )
+        return [self.tokenizer.decode(list(b.tokens), skip_special_tokens=True) for b in beams]
+
+    def _pick(
+        self,
+        conditions: Sequence[str],
+        choices: list[str],
+        k: int,
+        options: Mapping[str, Any],
+        generator: torch.Generator,
+        greedy: bool = False,
+    ) -> torch.Tensor:
+        """Indices [len(conditions), k] of choices: drawn from the node's distribution, or the k likeliest."""
+        with torch.no_grad():
+            logps = self._logps(self.model, [self._tokens(c, v) for c in conditions for v in choices])
+        logps = logps.view(len(conditions), len(choices)).cpu()
+        if greedy or not options.get("do_sample", True):
+            return logps.topk(min(k, len(choices)), dim=1).indices
+        temperature = float(options.get("temperature", 1.0))
+        return torch.multinomial(
+            torch.softmax(logps / temperature, dim=1), k, replacement=True, generator=generator
+        )
+
+    def _constraint(self, options: Mapping[str, Any]) -> RegexConstraint | None:
+        pattern = options.get("pattern")
+        return RegexConstraint(str(pattern), self.tokenizer, self.tokenizer.eos_token_id) if pattern else None
+
     def save_pretrained(self, path: Path) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
@@ -179,3 +276,9 @@ class CausalLM(Backend):
         """A transformers folder (AutoModelForCausalLM), or a PEFT adapter on its base with `merge=False`."""
         self.merged(merge).save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+
+
+def _choices(options: Mapping[str, Any]) -> list[str] | None:
+    """A node's `choice="a|b|c"` option as a list (None without one)."""
+    choice = options.get("choice")
+    return [c for c in str(choice).split("|")] if choice is not None else None

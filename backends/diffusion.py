@@ -40,12 +40,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from compound.backends import Signature
-from compound.backends.base import Backend, dtype_option, load_failed, load_trained, lora, resolve
 from PIL import Image
 from torch import nn
 
 from compound import ir
+from compound.backends import Signature
+from compound.backends.base import Backend, dtype_option, load_failed, load_trained, lora, resolve
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,7 @@ def load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
 def _class(library: str, name: str) -> Any:
     import diffusers
     import transformers
+
     from compound.backends.denoiser import TinyDenoiser
 
     allowed: dict[str, Any] = {"diffusers": diffusers, "transformers": transformers}

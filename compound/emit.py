@@ -29,6 +29,7 @@ from compound import ir
 from compound.backends import backend_class
 from compound.compiler import compile_file
 from compound.diagnostics import CompoundError, Diagnostic
+from compound.marginal import marginal_log_ratio, missing
 from compound.values import as_row, compute, condition, evaluate, given, plate_sizes, row_error
 
 if TYPE_CHECKING:
@@ -93,14 +94,78 @@ class CompiledSystem(nn.Module):
         cache: ReferenceCache | None = None,
         seeds: torch.Tensor | None = None,
         frozen: Collection[str] = (),
+        candidates: Mapping[int, Sequence[dict[str, Any]]] | None = None,
     ) -> LogRatio:
         """Score whole system outputs: chosen[k] and rejected[k] share their inputs.
 
-        `seeds` ([pairs, factors]) replaces the draws from `generator`;
-        components named in `frozen` are not run: an unchanged model's log ratio
-        is exactly zero.
+        Pairs that give every sampled node are scored directly (SysDPO-Direct);
+        pairs that lack intermediate nodes through the marginal over
+        `candidates[k]`, assignments of their missing nodes
+        (SysDPO-Sampling, `compound.marginal`). `seeds` ([pairs, factors])
+        replaces the draws from `generator`; components named in `frozen` are not
+        run for direct pairs: an unchanged model's log ratio is exactly zero.
         """
-        scores = self.scores(chosen, rejected, generator, cache, seeds=seeds, frozen=frozen)
+        _check_pairs(chosen, rejected)
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (len(chosen), len(self.system.factors)), generator=generator)
+        sampled = [
+            k
+            for k, (c, r) in enumerate(zip(chosen, rejected, strict=True))
+            if missing(self.system, c) or missing(self.system, r)
+        ]
+        if not sampled:
+            return self._direct(chosen, rejected, cache, seeds, frozen)
+        lacking = [k for k in sampled if not (candidates or {}).get(k)]
+        if lacking:
+            k = lacking[0]
+            side, row = (
+                ("chosen", chosen[k]) if missing(self.system, chosen[k]) else ("rejected", rejected[k])
+            )
+            raise row_error(
+                f"{side} row {k}",
+                missing(self.system, row)[0],
+                "is missing (a sampled node of the "
+                "system): give it, or candidates for SysDPO-Sampling (compound.marginal.candidates)",
+            )
+        if any(self.backend(c.name).reference_strategy == "cached" for c in self.system.components):
+            raise CompoundError(
+                [
+                    Diagnostic(
+                        "error",
+                        "config",
+                        "reference='cached' cannot serve SysDPO-Sampling "
+                        "pairs: their candidates change as training goes; use 'adapter' or 'copy'",
+                    )
+                ]
+            )
+        direct = [k for k in range(len(chosen)) if k not in set(sampled)]
+        parts = [
+            marginal_log_ratio(
+                self,
+                [chosen[k] for k in sampled],
+                [rejected[k] for k in sampled],
+                [candidates[k] for k in sampled],
+                seeds=seeds[sampled],
+            )
+        ]  # type: ignore[index]
+        if direct:
+            parts.insert(
+                0,
+                self._direct(
+                    [chosen[k] for k in direct], [rejected[k] for k in direct], cache, seeds[direct], frozen
+                ),
+            )
+        return _merge(parts, torch.tensor(direct + sampled).argsort())
+
+    def _direct(
+        self,
+        chosen: Sequence[Row],
+        rejected: Sequence[Row],
+        cache: ReferenceCache | None,
+        seeds: torch.Tensor,
+        frozen: Collection[str],
+    ) -> LogRatio:
+        scores = self.scores(chosen, rejected, cache=cache, seeds=seeds, frozen=frozen)
         zero = torch.zeros(len(chosen), device=self._device())
         per_node = {}
         for factor in self.system.factors:
@@ -134,9 +199,7 @@ class CompiledSystem(nn.Module):
         frozen: Collection[str] = (),
     ) -> Scores:
         """Policy and reference scores of every factor (the reference ones only if `reference`)."""
-        if len(chosen) != len(rejected):
-            message = f"{len(chosen)} chosen rows but {len(rejected)} rejected rows: they come in pairs"
-            raise CompoundError([Diagnostic("error", "row", message)])
+        _check_pairs(chosen, rejected)
         values = [self._pair(k, c, r) for k, (c, r) in enumerate(zip(chosen, rejected, strict=True))]
         factors = self.system.factors
         if seeds is None:
@@ -270,6 +333,35 @@ class CompiledSystem(nn.Module):
                 shutil.rmtree(old)
             else:
                 fresh.rename(final)
+
+
+def _check_pairs(chosen: Sequence[Row], rejected: Sequence[Row]) -> None:
+    if len(chosen) != len(rejected):
+        message = f"{len(chosen)} chosen rows but {len(rejected)} rejected rows: they come in pairs"
+        raise CompoundError([Diagnostic("error", "row", message)])
+
+
+def _merge(parts: Sequence[LogRatio], order: torch.Tensor) -> LogRatio:
+    """Log ratios of disjoint groups of pairs, put back in the pairs' order."""
+
+    def cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(tensors))[order.to(tensors[0].device)]
+
+    def both(field: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        nodes = [n for n in getattr(parts[0], field) if all(n in getattr(p, field) for p in parts)]
+        return {
+            n: (cat([getattr(p, field)[n][0] for p in parts]), cat([getattr(p, field)[n][1] for p in parts]))
+            for n in nodes
+        }
+
+    return LogRatio(
+        chosen=cat([p.chosen for p in parts]),
+        rejected=cat([p.rejected for p in parts]),
+        per_node=both("per_node"),
+        policy=both("policy"),
+        sizes=both("sizes"),
+        exact=parts[0].exact,
+    )
 
 
 def _by_node(

@@ -1,6 +1,7 @@
 """The safe function library and template filling."""
 
 import pytest
+
 from compound.backends.fn import FUNCTIONS, fill, join, line, render, template_fields
 
 
