@@ -221,8 +221,9 @@ def train(
     try:
         trainer = Trainer(system, data, out, settings, eval_data=eval_data)
         err.print(
-            f"training {', '.join(trainer.trained)} of {system} on {len(trainer.data.pairs)} pairs"
-            + (f" ({len(trainer.data.invalid)} invalid rows left out)" if trainer.data.invalid else "")
+            f"training {', '.join(trainer.trained)} of {system} on {len(trainer.data.pairs)} pairs "
+            f"({len(trainer.data.pairs) - trainer.sampling} Direct, {trainer.sampling} Sampling)"
+            + (f"; {len(trainer.data.invalid)} invalid rows left out" if trainer.data.invalid else "")
             + f": {trainer.total_steps} steps of {trainer.global_batch} pairs"
         )
         last = trainer.train(resume=resume)
@@ -233,6 +234,135 @@ def train(
     err.print(
         f"done: loss {last.get('loss', float('nan')):.4f}, accuracy {last.get('rewards/accuracy', 0):.3f}; "
         f"weights in {out / 'final'}"
+    )
+
+
+def _options(values: list[str] | None) -> dict[str, Any]:
+    """--option KEY=VALUE flags, numbers as numbers."""
+
+    def value(text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+    return _pairs(values, "--option", value)
+
+
+def _read_inputs(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise CompoundError([Diagnostic("error", "row", f"cannot read {path}: {e.strerror}")]) from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CompoundError(
+                [Diagnostic("error", "row", f"{path} row {number} is not valid JSON: {e.msg}")]
+            ) from None
+        if not isinstance(row, dict):
+            raise CompoundError(
+                [Diagnostic("error", "row", f"{path} row {number} is not an object of input values")]
+            )
+        rows.append(row)
+    return rows
+
+
+@app.command()
+def sample(
+    system: Annotated[Path, typer.Argument(help="The .cmp file of the system to run.")],
+    inputs: Annotated[Path, typer.Option(help="JSONL: one object of input values per line.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for samples.jsonl, images/, contact.png and contact.html.")
+    ],
+    n: Annotated[int, typer.Option(help="Samples per input.")] = 1,
+    weights: Annotated[Path | None, typer.Option(help="Trained weights, e.g. RUN/final.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
+    best_of: Annotated[
+        int | None, typer.Option(help="Sample N per input and keep the best (needs --scorer).")
+    ] = None,
+    scorer: Annotated[
+        str | None, typer.Option(help="Score the samples (progression, exact_match, ...).")
+    ] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Scorer option KEY=VALUE (repeatable).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="LLM sampling temperature.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="LLM generation length.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Diffusion denoising steps.")] = None,
+    batch: Annotated[int, typer.Option(help="Inputs per batched call.")] = 8,
+) -> None:
+    """Run SYSTEM N times per input; write the rows, their images and a contact sheet (multi-process with
+    `accelerate launch`: each process a share of the inputs, one merged output)."""
+    from compound.run import sample_inputs
+
+    decoding = {
+        k: v
+        for k, v in {"temperature": temperature, "max_new_tokens": max_new_tokens, "steps": steps}.items()
+        if v is not None
+    }
+    try:
+        written = sample_inputs(
+            system,
+            _read_inputs(inputs),
+            out,
+            n=best_of or n,
+            weights=weights,
+            seed=seed,
+            scorer=(scorer, _options(option)) if scorer else None,
+            best=best_of is not None,
+            batch=batch,
+            decoding=decoding,
+        )
+    except CompoundError as e:
+        raise _fail(e) from None
+    if written is not None:
+        err.print(f"wrote {written} ({out / 'contact.png'}, {out / 'contact.html'})")
+
+
+@app.command()
+def pairs(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `compound sample`.")],
+    out: Annotated[Path, typer.Option(help="The preference JSONL to write.")],
+    scorer: Annotated[
+        str | None, typer.Option(help="Score the samples (else their stored scores are used).")
+    ] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Scorer option KEY=VALUE (repeatable).")] = None,
+    strategy: Annotated[
+        str, typer.Option(help="best-worst: one pair per input; all: every better-worse pair.")
+    ] = "best-worst",
+    min_gap: Annotated[float, typer.Option(help="Smallest score gap that makes a pair.")] = 0.0,
+) -> None:
+    """Pair the scored samples of each input into preference rows for `compound train`."""
+    import json
+    import statistics
+
+    from compound import samples as saved
+    from compound.scorers import scorer as find_scorer
+
+    try:
+        found = saved.read(folder)
+        if scorer:
+            saved.score(found, find_scorer(scorer, **_options(option)))
+        elif any(s.score is None for s in found):
+            raise CompoundError([Diagnostic("error", "config", "the samples have no scores: give --scorer")])
+        made = saved.pairs(found, strategy, min_gap, relative_to=out.resolve().parent)
+    except CompoundError as e:
+        raise _fail(e) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made.pairs), encoding="utf-8")
+    gaps = made.gaps or [0.0]
+    err.print(
+        f"{len(made.pairs)} pairs from {len(found)} samples of {made.inputs} inputs "
+        f"({made.without_pair} inputs without a pair: equal scores or gap < {min_gap}); score gap mean "
+        f"{statistics.fmean(gaps):.3f}, min {min(gaps):.3f}, max {max(gaps):.3f}; wrote {out}"
     )
 
 

@@ -7,6 +7,10 @@ A file holds one comparison per row, in either of two formats:
 - TRL's `{"prompt": ..., "chosen": ..., "rejected": ...}`, for a system of
   one text input and one sampled text node.
 
+A pair may leave out intermediate text nodes (on both sides alike) and give
+only the inputs and outputs: it trains with SysDPO-Sampling, through the
+marginal over candidates of what it leaves out (`compound.marginal`).
+
 JSONL is read directly (a row's number is its line number); Parquet, JSON,
 CSV, a `datasets` folder or a hub id go through `datasets.load_dataset` (a
 row's number is its position, from 1). Images are file paths, relative to the
@@ -25,6 +29,7 @@ from typing import Any
 
 from compound import ir
 from compound.diagnostics import CompoundError, Diagnostic
+from compound.marginal import check_marginal
 from compound.values import problems, row_error
 
 
@@ -86,9 +91,24 @@ def _check(
     """Both sides of a valid record, or everything wrong with it."""
     try:
         chosen, rejected = _sides(system, record, where, base)
+        gone = {n.name for n in check_marginal(system, chosen, f"{where}, chosen")}
+        if gone != {n.name for n in check_marginal(system, rejected, f"{where}, rejected")}:
+            raise CompoundError(
+                [
+                    Diagnostic(
+                        "error",
+                        "row",
+                        f"{where}: the chosen and the rejected side leave out "
+                        "different nodes; SysDPO-Sampling needs both to give the same ones",
+                    )
+                ]
+            )
     except CompoundError as e:
         return list(e.diagnostics)
-    found = problems(system, chosen, f"{where}, chosen") + problems(system, rejected, f"{where}, rejected")
+    skip = frozenset(gone)
+    found = problems(system, chosen, f"{where}, chosen", skip) + problems(
+        system, rejected, f"{where}, rejected", skip
+    )
     for node in system.nodes:
         if not found and node.kind == "input" and chosen[node.base] != rejected[node.base]:
             message = "differs between the chosen and the rejected side; a pair shares its inputs"

@@ -31,10 +31,12 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from compound import marginal
 from compound.data import Pair, Preferences, load_preferences
 from compound.diagnostics import CompoundError, Diagnostic
 from compound.emit import LogRatio, load
 from compound.loss import sysdpo_loss
+from compound.marginal import missing
 from compound.reference import ReferenceCache
 
 RUN_FILE = "compound.json"
@@ -70,6 +72,11 @@ class TrainConfig(BaseModel):
     log_every: int = Field(1, ge=1)
     eval_every: int = Field(0, ge=0)
     nan_patience: int = Field(5, ge=1, description="stop after this many non-finite steps in a row")
+    candidates: int = Field(4, ge=1, description="SysDPO-Sampling: candidates per left-out intermediate")
+    candidate_strategy: Literal["beam", "sample"] = "beam"
+    refresh_every: int = Field(
+        50, ge=1, description="SysDPO-Sampling: regenerate a pair's candidates after N steps"
+    )
     skip_invalid: bool = False
     report_to: list[str] = ["tensorboard"]
     quiet: bool = False
@@ -194,6 +201,8 @@ class Trainer:
         # The scheduler stays unprepared: Accelerate would step it once per process, for data it assumes
         # sharded; here every process takes every global step.
         self.model, self.optimizer = self.accelerator.prepare(self.system, self.optimizer)
+        self.store: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # SysDPO-Sampling candidates by pair
+        self.sampling = sum(1 for p in self.data.pairs if missing(self.system.system, p.chosen))
         self.step = 0
         self.bad_in_a_row = 0
         self.skipped = 0
@@ -250,14 +259,41 @@ class Trainer:
 
     # ------------------------------------------------------------ steps
 
-    def log_ratio(self, pairs: Sequence[Pair], epoch: int, model: torch.nn.Module | None = None) -> LogRatio:
+    def log_ratio(
+        self, pairs: Sequence[Pair], epoch: int, model: torch.nn.Module | None = None, source: str = "train"
+    ) -> LogRatio:
+        found = {
+            k: self.candidates(p, source)
+            for k, p in enumerate(pairs)
+            if missing(self.system.system, p.chosen)
+        }
         return (model or self.model)(
             [p.chosen for p in pairs],
             [p.rejected for p in pairs],
             seeds=self.seeds(pairs, epoch),
             cache=self.cache,
             frozen=self.frozen,
+            candidates=found,
         )
+
+    def candidates(self, pair: Pair, source: str) -> list[dict[str, Any]]:
+        """A SysDPO-Sampling pair's candidates from the current policy, renewed each `refresh_every` steps."""
+        key = f"{source}:{pair.row}"
+        made, found = self.store.get(key, (None, None))
+        if made is None or self.step - made >= self.config.refresh_every:
+            generator = torch.Generator().manual_seed(splitmix(self.config.seed, self.step, pair.row, 0xCA))
+            model = self.accelerator.unwrap_model(self.model)
+            with torch.no_grad():
+                found = marginal.candidates(
+                    model,
+                    pair.chosen,
+                    self.config.candidates,
+                    self.config.candidate_strategy,
+                    generator,
+                    label=f"row {pair.row}",
+                )
+            self.store[key] = (self.step, found)
+        return found
 
     def loss(self, out: LogRatio) -> torch.Tensor:
         cfg = self.config
@@ -395,7 +431,7 @@ class Trainer:
         """
         model = self.accelerator.unwrap_model(self.model)
         with torch.no_grad():
-            out = self.log_ratio(pairs, 0, model)
+            out = self.log_ratio(pairs, 0, model, source="eval")
         margin = out.chosen - out.rejected
         return {
             "accuracy": (margin > 0).float().mean().item(),
@@ -427,7 +463,14 @@ class Trainer:
                     "data": self.data.fingerprint(),
                 },
             )
-            tmp.rename(final)
+        acc.wait_for_everyone()
+        if not final.exists():  # each process keeps its own SysDPO-Sampling candidates
+            self._write_json(
+                root / f".step-{self.step:06d}.tmp" / f"candidates-{acc.process_index}.json", self.store
+            )
+        acc.wait_for_everyone()
+        if acc.is_main_process and not final.exists():
+            (root / f".step-{self.step:06d}.tmp").rename(final)
             for old in sorted(root.glob("step-*"))[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
@@ -460,6 +503,10 @@ class Trainer:
         self.optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(latest / "scheduler.pt", weights_only=True))
         self.step, self.skipped, self.bad_in_a_row = state["step"], state["skipped"], state["bad_in_a_row"]
+        stored = latest / f"candidates-{self.accelerator.process_index}.json"
+        self.store = (
+            {k: (v[0], v[1]) for k, v in json.loads(stored.read_text()).items()} if stored.exists() else {}
+        )
         if self.accelerator.is_main_process:
             _truncate_metrics(self.out / "metrics.jsonl", self.step)
 

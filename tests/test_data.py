@@ -80,7 +80,7 @@ def test_every_bad_row_is_reported_with_its_row_number_node_and_reason(data):
     expected = [
         (2, "is not valid JSON"),
         (3, "has neither the keys input, chosen, rejected"),
-        (4, "chosen: 'plan' is missing"),
+        (4, "the chosen and the rejected side leave out different nodes"),
         (5, "chosen: 'plan' is text, but the row holds int"),
         (6, "chosen: 'image' [1]: cannot read the image"),
         (7, "chosen: 'image' [0]: cannot read the image"),
@@ -105,6 +105,21 @@ def test_every_bad_row_is_reported_with_its_row_number_node_and_reason(data):
 
     prefs = load_preferences(system, root / "prefs.jsonl", skip_invalid=True)
     assert [p.row for p in prefs.pairs] == [1, 11] and len(prefs.invalid) == 9
+
+
+def test_pairs_may_leave_out_intermediates_but_not_outputs(data):
+    system, root = data
+    outputs_only = {"input": {"request": "r"}, "chosen": {"image": ["img/a.png", "img/b.png"]},
+                    "rejected": {"image": ["img/c.png", "img/d.png"]}}
+    no_output = {"input": {"request": "r"}, "chosen": {"plan": "a\nb"}, "rejected": {"plan": "b\na"}}
+    (root / "prefs.jsonl").write_text(json.dumps(outputs_only) + "\n" + json.dumps(no_output) + "\n")
+    with pytest.raises(CompoundError) as info:
+        load_preferences(system, root / "prefs.jsonl")
+    messages = [d.message for d in info.value.diagnostics]
+    reason = "row 2, chosen: 'image' is missing; it is an output, which SysDPO-Sampling cannot sum over"
+    assert any(reason in m for m in messages)
+    assert not any("row 1" in m for m in messages)
+    assert [p.row for p in load_preferences(system, root / "prefs.jsonl", skip_invalid=True).pairs] == [1]
 
 
 def test_trl_rows_fit_a_single_llm_system_and_parquet_loads_through_datasets(tmp_path):

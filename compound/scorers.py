@@ -1,0 +1,217 @@
+"""Scorers: one number for a whole sampled row, to pair samples into preferences and pick best-of-N.
+
+A scorer is any callable `row -> float` (higher is better), where a row is what
+`CompiledSystem.sample` returns: node names to values, plates as lists, images
+as PIL images or paths. It may also have `details(row) -> dict` for reports.
+Scorers are found by name: the built-ins below, then the `compound.scorers`
+entry-point group, whose entry points name a class or factory called with the
+scorer's options:
+
+    # pyproject.toml of your package
+    [project.entry-points."compound.scorers"]
+    length = "my_package.scoring:Length"
+
+    # my_package/scoring.py
+    class Length:
+        def __init__(self, field: str = "final"):
+            self.field = field
+        def __call__(self, row) -> float:
+            return -len(row[self.field])
+
+    $ compound pairs samples/ --scorer length --option field=answer --out prefs.jsonl
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+import numpy as np
+
+from compound.diagnostics import CompoundError, Diagnostic
+
+ENTRY_POINT_GROUP = "compound.scorers"
+
+
+class Scorer(Protocol):
+    def __call__(self, row: Mapping[str, Any]) -> float: ...
+
+
+# ---------------------------------------------------------------- attribute measures
+
+
+def _pixels(image: Any) -> np.ndarray:
+    """An image (PIL or a path) as a grayscale array in [0, 1]."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.open(image)
+    return np.asarray(picture.convert("L"), dtype=np.float64) / 255.0
+
+
+def brightness(image: Any) -> float:
+    """Mean intensity, in [0, 1]."""
+    return float(_pixels(image).mean())
+
+
+def area(image: Any) -> float:
+    """The share of pixels brighter than mid-gray, in [0, 1] (a disc's area)."""
+    return float((_pixels(image) > 0.5).mean())
+
+
+def _centroid(image: Any, axis: int) -> float:
+    pixels = _pixels(image)
+    weights = pixels / pixels.sum() if pixels.sum() > 0 else np.full_like(pixels, 1 / pixels.size)
+    positions = np.arange(pixels.shape[axis]) / max(1, pixels.shape[axis] - 1)
+    return float((weights.sum(axis=1 - axis) * positions).sum())
+
+
+def x(image: Any) -> float:
+    """Horizontal position of the intensity's centroid, 0 (left) to 1 (right)."""
+    return _centroid(image, 1)
+
+
+def y(image: Any) -> float:
+    """Vertical position of the intensity's centroid, 0 (top) to 1 (bottom)."""
+    return _centroid(image, 0)
+
+
+MEASURES: dict[str, Callable[[Any], float]] = {"brightness": brightness, "area": area, "x": x, "y": y}
+UP = r"\b(grow\w*|larger|bigger|increas\w*|brighter|lighter|right\w*|more|rising|up)\b"
+DOWN = r"\b(shrink\w*|smaller|decreas\w*|darker|dimmer|left\w*|less|fewer|falling|down)\b"
+AUTO = (
+    (r"\b(right|left|moving|move\w*)\b", "x"),
+    (r"\b(dark\w*|bright\w*|light\w*|dim\w*)\b", "brightness"),
+    (r".*", "area"),
+)
+
+
+# ---------------------------------------------------------------- built-in scorers
+
+
+class Progression:
+    """How well a sequence of images progresses in the requested direction (the paper's first experiment).
+
+    The attribute is measured on each image of `field` (a plate of images) by
+    `measure`: "area", "brightness", "x", "y", "auto" (chosen from the request's
+    words: left/right/moving -> x, dark/bright/light/dim -> brightness, else
+    area) or any callable image -> float. The direction comes from the
+    request's words (`up`, `down`: regular expressions; grow, larger, brighter,
+    right, ... versus shrink, smaller, darker, left, ...), or from a `direction`
+    value ("up"/"down", +1/-1) in the row. Each step between consecutive images
+    is up, down, or flat (within `tolerance`), signed by the direction:
+
+    | steps | score q |
+    |---|---|
+    | all up | 0.5 + 0.5 * smallest step / largest step (1.0 when evenly spaced) |
+    | up and flat, no down | 0.25 |
+    | all flat | 0 |
+    | up and down | 0 |
+    | down and flat, no up | -0.25 |
+    | all down (reversed) | -1 |
+    | malformed (fewer than two images, unreadable) | -1 |
+
+    A sequence is order-consistent when every step is up.
+    """
+
+    def __init__(
+        self,
+        field: str = "image",
+        request: str = "request",
+        measure: str | Callable[[Any], float] = "auto",
+        tolerance: float = 0.02,
+        up: str = UP,
+        down: str = DOWN,
+    ):
+        self.field, self.request, self.tolerance = field, request, float(tolerance)
+        self.measure = measure
+        self.up, self.down = re.compile(up, re.I), re.compile(down, re.I)
+        if isinstance(measure, str) and measure not in (*MEASURES, "auto"):
+            raise ValueError(f"measure={measure!r}: use one of {', '.join(MEASURES)}, auto, or a callable")
+
+    def _measure(self, row: Mapping[str, Any]) -> Callable[[Any], float]:
+        if callable(self.measure):
+            return self.measure
+        if self.measure != "auto":
+            return MEASURES[self.measure]
+        text = str(row.get(self.request, ""))
+        return MEASURES[next(name for pattern, name in AUTO if re.search(pattern, text, re.I))]
+
+    def direction(self, row: Mapping[str, Any]) -> int:
+        """+1 (the attribute should grow), -1 (shrink), 0 when neither is said."""
+        given = row.get("direction")
+        if given is not None:
+            return 1 if str(given).lower() in ("up", "+1", "1", "increasing") else -1
+        text = str(row.get(self.request, ""))
+        up, down = bool(self.up.search(text)), bool(self.down.search(text))
+        return 1 if up and not down else -1 if down and not up else 0
+
+    def steps(self, row: Mapping[str, Any]) -> list[float] | None:
+        """The signed steps between consecutive images, or None if the sequence is malformed."""
+        images = row.get(self.field)
+        if not isinstance(images, Sequence) or isinstance(images, str) or len(images) < 2:
+            return None
+        try:
+            values = [self._measure(row)(image) for image in images]
+        except (OSError, ValueError):
+            return None
+        sign = self.direction(row) or 1
+        return [sign * (b - a) for a, b in itertools.pairwise(values)]
+
+    def __call__(self, row: Mapping[str, Any]) -> float:
+        steps = self.steps(row)
+        if steps is None:
+            return -1.0
+        up = [s for s in steps if s > self.tolerance]
+        down = [s for s in steps if s < -self.tolerance]
+        if len(up) == len(steps):
+            return 0.5 + 0.5 * min(up) / max(up)
+        if len(down) == len(steps):
+            return -1.0
+        if up and down:
+            return 0.0
+        return 0.25 if up else -0.25 if down else 0.0
+
+    def ordered(self, row: Mapping[str, Any]) -> bool:
+        steps = self.steps(row)
+        return steps is not None and all(s > self.tolerance for s in steps)
+
+    def details(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {"score": self(row), "ordered": self.ordered(row), "steps": self.steps(row)}
+
+
+class ExactMatch:
+    """1 when the text of `field` equals the reference answer `answer` (stripped, case-folded), else 0."""
+
+    def __init__(self, field: str = "final", answer: str = "answer"):
+        self.field, self.answer = field, answer
+
+    def __call__(self, row: Mapping[str, Any]) -> float:
+        if self.answer not in row:
+            raise KeyError(f"exact_match needs the reference answer '{self.answer}' in each row")
+        return float(
+            str(row.get(self.field, "")).strip().casefold() == str(row[self.answer]).strip().casefold()
+        )
+
+
+SCORERS: dict[str, Callable[..., Scorer]] = {"progression": Progression, "exact_match": ExactMatch}
+
+
+@cache
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in SCORERS}
+
+
+def scorer(name: str, **options: Any) -> Scorer:
+    """The scorer called `name`, made with `options`; a clear error for an unknown name or option."""
+    factory = SCORERS.get(name) or (_plugins()[name].load() if name in _plugins() else None)
+    if factory is None:
+        known = ", ".join([*SCORERS, *sorted(_plugins())])
+        raise CompoundError([Diagnostic("error", "config", f"no scorer named {name!r} (scorers: {known})")])
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as e:
+        raise CompoundError([Diagnostic("error", "config", f"scorer {name!r}: {e}")]) from None

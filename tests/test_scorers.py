@@ -1,0 +1,94 @@
+"""Scorers: progression on hand-made sequences with known attribute values; exact match; plugins."""
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compound import scorers
+from compound.diagnostics import CompoundError
+from compound.scorers import ExactMatch, Progression, area, brightness, scorer, x
+
+
+def gray(level: int) -> Image.Image:
+    """A flat image of pixel value `level`: its brightness is exactly level / 255."""
+    return Image.fromarray(np.full((16, 16), level, np.uint8), mode="L")
+
+
+def row(levels, request="a scene getting brighter", **extra):
+    return {"request": request, "image": [gray(v) for v in levels], **extra}
+
+
+def test_measures_are_exact_on_known_images():
+    assert brightness(gray(51)) == pytest.approx(51 / 255)
+    disc = np.zeros((16, 16), np.uint8)
+    disc[4:8, 2:6] = 255  # 16 bright pixels of 256, centred at column 3.5
+    assert area(Image.fromarray(disc)) == 16 / 256
+    assert x(Image.fromarray(disc)) == pytest.approx(3.5 / 15)
+
+
+@pytest.mark.parametrize(
+    ("levels", "asked", "expected", "ordered"),
+    [
+        ([50, 100, 150], "a scene getting brighter", 1.0, True),  # increasing, evenly spaced
+        ([50, 80, 170], "a scene getting brighter", 0.5 + 0.5 * 30 / 90, True),  # increasing, uneven
+        ([150, 100, 50], "a scene getting darker", 1.0, True),  # decreasing, as asked
+        ([150, 100, 50], "a scene getting brighter", -1.0, False),  # reversed
+        ([100, 100, 102], "a scene getting brighter", 0.0, False),  # flat (within the tolerance of 0.02)
+        ([50, 50, 150], "a scene getting brighter", 0.25, False),  # one flat step
+        ([150, 150, 50], "a scene getting brighter", -0.25, False),  # one flat step, then the wrong way
+        ([50, 150, 100], "a scene getting brighter", 0.0, False),  # mixed
+        ([50], "a scene getting brighter", -1.0, False),  # malformed: one image
+    ],
+    ids=["increasing", "uneven", "decreasing", "reversed", "flat", "one-flat", "flat-then-wrong", "mixed",
+         "malformed"],
+)
+def test_progression_scores(levels, asked, expected, ordered):
+    score = Progression(measure="brightness")
+    assert score(row(levels, asked)) == pytest.approx(expected, abs=1e-9)
+    assert score.ordered(row(levels, asked)) is ordered
+
+
+def test_progression_direction_and_auto_measure():
+    score = Progression()
+    assert score.direction(row([], "a disc growing")) == 1
+    assert score.direction(row([], "a disc shrinking")) == -1
+    assert score.direction(row([], "a dot moving left")) == -1 and score.direction(row([], "a cat")) == 0
+    assert score.direction(row([], "a cat", direction="down")) == -1
+    assert score(row([50, 100, 150], "a scene getting brighter")) == pytest.approx(1.0)  # auto: brightness
+    said = row([50, 100, 150], "a cat", direction="up")
+    assert Progression(measure="brightness")(said) == pytest.approx(1.0)
+    assert score(said) == 0.25  # auto picks area here: 0, 0, then every pixel bright
+
+
+def test_exact_match():
+    assert ExactMatch()({"final": " Four ", "answer": "four"}) == 1.0
+    assert ExactMatch(field="a")({"a": "5", "answer": "4"}) == 0.0
+
+
+def test_scorers_by_name_and_from_an_entry_point(tmp_path, monkeypatch):
+    assert scorer("progression", measure="area").measure == "area"
+    with pytest.raises(CompoundError, match="no scorer named 'progresion'"):
+        scorer("progresion")
+    with pytest.raises(CompoundError, match="scorer 'progression'"):
+        scorer("progression", measure="volume")
+    (tmp_path / "length_scorer.py").write_text(textwrap.dedent('''
+        class Length:
+            def __init__(self, field="final"):
+                self.field = field
+            def __call__(self, row):
+                return -len(row[self.field])
+    '''))
+    info = tmp_path / "length_scorer-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: length-scorer\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[compound.scorers]\nlength = length_scorer:Length\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    scorers._plugins.cache_clear()
+    try:
+        assert scorer("length", field="answer")({"answer": "abc"}) == -3
+    finally:
+        sys.modules.pop("length_scorer", None)
+        scorers._plugins.cache_clear()
