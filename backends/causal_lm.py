@@ -236,13 +236,14 @@ class CausalLM(Backend):
         beams = diverse_beams(
             self.model,
             prompt,
-            k,
+            2 * k,  # distinct token sequences can spell the same text: search wider, keep k distinct texts
             self.tokenizer.eos_token_id,
             diversity=float(options.get("diversity", 0.5)),
             max_new_tokens=int(options.get("max_new_tokens", 64)),
             constraint=self._constraint(options),
         )
-        return [self.tokenizer.decode(list(b.tokens), skip_special_tokens=True) for b in beams]
+        texts = [self.tokenizer.decode(list(b.tokens), skip_special_tokens=True) for b in beams]
+        return list(dict.fromkeys(texts))[:k]
 
     def _pick(
         self,

@@ -34,15 +34,23 @@ class RegexConstraint:
         self.start = 0  # where the completion starts in input_ids (set before generation)
 
     def allowed(self, completion: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
-        """A boolean mask over the vocabulary: the tokens that keep the completion matchable."""
+        """A boolean mask over the vocabulary: the tokens that keep the completion matchable.
+
+        The `top` likeliest tokens are tried first; only if none of them fits is
+        the rest of the vocabulary searched, likeliest first.
+        """
         text = self.tokenizer.decode(list(completion), skip_special_tokens=True)
         mask = torch.zeros_like(scores, dtype=torch.bool)
-        for token in scores.topk(min(self.top, scores.numel())).indices.tolist():
-            if token == self.eos_id:
-                continue
-            piece = self.tokenizer.decode([*list(completion), token], skip_special_tokens=True)
-            if piece != text and self.pattern.fullmatch(piece, partial=True):
-                mask[token] = True
+        order = scores.argsort(descending=True).tolist()
+        for start in (0, self.top):
+            for token in order[start : self.top if start == 0 else None]:
+                if token == self.eos_id:
+                    continue
+                piece = self.tokenizer.decode([*list(completion), token], skip_special_tokens=True)
+                if piece != text and self.pattern.fullmatch(piece, partial=True):
+                    mask[token] = True
+            if mask.any() or self.pattern.fullmatch(text):
+                break
         if self.pattern.fullmatch(text) or not mask.any():
             mask[self.eos_id] = True
         return mask

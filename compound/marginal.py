@@ -69,29 +69,35 @@ def check_marginal(system: ir.System, row: Mapping[str, Any], label: str) -> lis
 def candidates(
     model: CompiledSystem, row: Row, k: int, strategy: str, generator: torch.Generator, label: str = "row"
 ) -> list[Assignment]:
-    """Up to k distinct assignments of the row's missing nodes, from the current policy."""
+    """Up to k distinct assignments of the row's missing intermediate nodes, from the current policy.
+
+    Only the inputs and the given nodes they depend on are needed: outputs may be absent.
+    """
     system = model.system
-    gone = {n.name for n in check_marginal(system, row, label)}
+    outputs = set(system.outputs)
+    gone = {n.name for n in missing(system, row) if n.name not in outputs}
     if not gone:
         return [{}]
     sizes = plate_sizes(system)
     runs: list[dict[str, Any]] = [{}]
     first = True
     for node in system.nodes:
+        known = runs[0]
         if node.kind == "compute":
-            for values in runs:
-                values[node.name] = compute(node, values)
+            if all(p in known for p in node.parents):
+                for values in runs:
+                    values[node.name] = compute(node, values)
         elif node.name not in gone:
-            for values in runs:
-                values[node.name] = given(node, row, label, sizes)
+            if node.name in row or node.base in row:
+                for values in runs:
+                    values[node.name] = given(node, row, label, sizes)
         else:
             backend = model.backend(node.component)  # type: ignore[arg-type]
             options = {**model.backend_options(node.component), **node.options}  # type: ignore[arg-type]
             options = {key: v for key, v in options.items() if key in backend.sampling}
             if first:
-                base = runs[0]
-                found = backend.candidates(condition(node, base), k, strategy, generator, **options)
-                runs = [{**base, node.name: value} for value in found]
+                found = backend.candidates(condition(node, known), k, strategy, generator, **options)
+                runs = [{**known, node.name: value} for value in found]
                 first = False
             else:
                 for values in runs:

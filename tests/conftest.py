@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -53,3 +55,15 @@ def perturb(module, scale: float = 0.05, seed: int = 0, only: str | None = None)
         for name, p in module.named_parameters():
             if p.requires_grad and (only is None or only in name):
                 p.add_(scale * torch.randn(p.shape, generator=generator))
+
+
+def launch_two(*args) -> subprocess.CompletedProcess[str]:
+    """`accelerate launch --multi_gpu --num_processes 2 -m compound ARGS` (gloo on a CPU-only machine)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    return subprocess.run(
+        [*launch, "-m", "compound", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )

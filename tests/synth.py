@@ -57,9 +57,20 @@ def storyboard_cmp(folder: Path, lm: Path, painter: Path, lora: bool = True) -> 
         f'component writer = causal_lm("{lm}"{", lora(r=8)" if lora else ""})\n'
         f'component painter = diffusion("{painter}", timesteps=4)\n'
         "input request : text\n"
-        'plan : text ~ writer(request, template="Two scenes, {request}:\\n")\n'
+        'plan : text ~ writer(request, template="Two scenes, {request}:\\n", max_new_tokens=24,\n'
+        '                     pattern="disc (small|medium|large)\\ndisc (small|medium|large)")\n'
         "scene[2] : text = line(plan, i)\n"
         "image[2] : image ~ painter(scene[i])\n"
         "output image\n"
     )
     return path
+
+
+def outputs_only(path: Path, out: Path) -> Path:
+    """The same pairs without their intermediate nodes: SysDPO-Sampling rows."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        for side in ("chosen", "rejected"):
+            row[side].pop("plan")
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out

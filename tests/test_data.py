@@ -109,8 +109,11 @@ def test_every_bad_row_is_reported_with_its_row_number_node_and_reason(data):
 
 def test_pairs_may_leave_out_intermediates_but_not_outputs(data):
     system, root = data
-    outputs_only = {"input": {"request": "r"}, "chosen": {"image": ["img/a.png", "img/b.png"]},
-                    "rejected": {"image": ["img/c.png", "img/d.png"]}}
+    outputs_only = {
+        "input": {"request": "r"},
+        "chosen": {"image": ["img/a.png", "img/b.png"]},
+        "rejected": {"image": ["img/c.png", "img/d.png"]},
+    }
     no_output = {"input": {"request": "r"}, "chosen": {"plan": "a\nb"}, "rejected": {"plan": "b\na"}}
     (root / "prefs.jsonl").write_text(json.dumps(outputs_only) + "\n" + json.dumps(no_output) + "\n")
     with pytest.raises(CompoundError) as info:

@@ -20,7 +20,8 @@ def chain(tiny, write_system):
         f'system m\ncomponent first = causal_lm("{tiny["lm"]}")\n'
         f'component second = causal_lm("{tiny["lm2"]}")\n'
         f'input x : text\ny : text ~ first(x, choice="{"|".join(CHOICES)}", template="Pick for {{x}}:")\n'
-        'z : text ~ second(y, template="Say {y}:")\noutput z\n')
+        'z : text ~ second(y, template="Say {y}:")\noutput z\n'
+    )
     system = compound.load(cmp)
     perturb(system.backend("first").model, seed=1, scale=0.5)
     perturb(system.backend("second").model, seed=2, scale=0.5)
@@ -70,8 +71,9 @@ def test_marginal_log_ratio_is_policy_minus_reference_and_its_shares_add_up(chai
     out = marginal_log_ratio(chain, chosen, rejected, found)
     reference = lambda backend: backend._reference_copy[0]  # noqa: E731  (the frozen copy)
     for side, row in ((0, chosen[0]), (1, rejected[0])):
-        expected = exact(chain, tokenizer, row["x"], row["z"]) - exact(chain, tokenizer, row["x"], row["z"],
-                                                                        reference)
+        expected = exact(chain, tokenizer, row["x"], row["z"]) - exact(
+            chain, tokenizer, row["x"], row["z"], reference
+        )
         total = out.chosen if side == 0 else out.rejected
         assert total.item() == pytest.approx(expected, abs=1e-4)
         assert sum(out.per_node[n][side] for n in ("y", "z")).item() == pytest.approx(total.item(), abs=1e-5)
@@ -82,8 +84,12 @@ def test_log_ratio_picks_direct_or_sampling_per_pair(chain):
     complete = ({"x": "q", "y": "small", "z": " a"}, {"x": "q", "y": "large", "z": " b"})
     partial = ({"x": "r", "z": " c"}, {"x": "r", "z": " d"})
     found = {1: [{"y": c} for c in CHOICES]}
-    mixed = chain.log_ratio([complete[0], partial[0]], [complete[1], partial[1]], candidates=found,
-                            generator=torch.Generator().manual_seed(0))
+    mixed = chain.log_ratio(
+        [complete[0], partial[0]],
+        [complete[1], partial[1]],
+        candidates=found,
+        generator=torch.Generator().manual_seed(0),
+    )
     alone = chain.log_ratio([complete[0]], [complete[1]])
     sampled = marginal_log_ratio(chain, [partial[0]], [partial[1]], [found[1]])
     assert mixed.chosen[0].item() == pytest.approx(alone.chosen.item(), abs=1e-5)

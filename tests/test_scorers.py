@@ -42,8 +42,17 @@ def test_measures_are_exact_on_known_images():
         ([50, 150, 100], "a scene getting brighter", 0.0, False),  # mixed
         ([50], "a scene getting brighter", -1.0, False),  # malformed: one image
     ],
-    ids=["increasing", "uneven", "decreasing", "reversed", "flat", "one-flat", "flat-then-wrong", "mixed",
-         "malformed"],
+    ids=[
+        "increasing",
+        "uneven",
+        "decreasing",
+        "reversed",
+        "flat",
+        "one-flat",
+        "flat-then-wrong",
+        "mixed",
+        "malformed",
+    ],
 )
 def test_progression_scores(levels, asked, expected, ordered):
     score = Progression(measure="brightness")
@@ -74,13 +83,15 @@ def test_scorers_by_name_and_from_an_entry_point(tmp_path, monkeypatch):
         scorer("progresion")
     with pytest.raises(CompoundError, match="scorer 'progression'"):
         scorer("progression", measure="volume")
-    (tmp_path / "length_scorer.py").write_text(textwrap.dedent('''
+    (tmp_path / "length_scorer.py").write_text(
+        textwrap.dedent("""
         class Length:
             def __init__(self, field="final"):
                 self.field = field
             def __call__(self, row):
                 return -len(row[self.field])
-    '''))
+    """)
+    )
     info = tmp_path / "length_scorer-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: length-scorer\nVersion: 0.1\n")

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from conftest import launch_two
 from safetensors.torch import load_file
 from synth import storyboard_cmp, storyboard_prefs
 
@@ -123,28 +124,7 @@ def test_two_processes_match_one_with_the_same_global_batch(setup):
     args = [setup["cmp"], "--data", setup["train"], "--steps", 6, "--lr", "1e-4", "--quiet"]
     one = run_cli([*args, "--out", root / "one", "--batch-size", 4])
     assert one.wait(timeout=300) == 0, one.stderr.read()
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "-m",
-            "compound",
-            "train",
-            *map(str, args),
-            "--out",
-            str(root / "two"),
-            "--batch-size",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    two = launch_two("train", *args, "--out", root / "two", "--batch-size", 2)
     assert two.returncode == 0, two.stderr[-3000:]
     curves = [
         [json.loads(line) for line in (root / run / "metrics.jsonl").read_text().splitlines()]
