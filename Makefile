@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   the main job (for now: compile and draw examples/storyboard.cmp)
+#   make demo   the main job: the paper's progression experiment end to end (runs/demo/RESULTS.md)
 #   make test   the test suite
 # Both create .venv (torch's CPU build first, then the package with pinned
 # versions) and install Graphviz with apt-get when `dot` is missing.
@@ -14,6 +14,7 @@ STAMP  := $(VENV)/.installed
 demo: install graphviz
 	$(BIN)/compound check examples/*.cmp
 	$(BIN)/compound compile examples/storyboard.cmp --viz out/storyboard.svg
+	$(BIN)/compound demo --out runs/demo
 
 test: install graphviz
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

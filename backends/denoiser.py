@@ -2,8 +2,10 @@
 
 diffusers' own UNet is slow at toy sizes on a CPU (DEMO-NOTES.md), so the
 project ships this small convolutional U-Net: one down and one up level,
-residual blocks modulated (FiLM) by the diffusion timestep and by the mean of
-the text encoder's hidden states. It is a diffusers `ModelMixin` +
+residual blocks modulated (FiLM) by the diffusion timestep and by the text
+(the mean and the last of the text encoder's hidden states), and a coarse
+spatial map computed from the text that the bottleneck reads, so that a caption
+can say where things are, not only how bright or how big. It is a diffusers `ModelMixin` +
 `ConfigMixin`, so it saves and loads with `save_pretrained` /
 `from_pretrained` exactly like a real UNet, and the diffusion backend calls it
 the same way: `model(sample, timestep, encoder_hidden_states).sample`.
@@ -58,11 +60,12 @@ class TinyDenoiser(ModelMixin, ConfigMixin):
         super().__init__()
         c0, c1 = channels
         self.time = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
-        self.text = nn.Sequential(nn.Linear(cross_attention_dim, time_dim), nn.SiLU())
+        self.text = nn.Sequential(nn.Linear(2 * cross_attention_dim, time_dim), nn.SiLU())
+        self.where = nn.Linear(2 * cross_attention_dim, (sample_size // 2) ** 2)
         self.conv_in = nn.Conv2d(in_channels, c0, 3, padding=1)
         self.down = _Block(c0, c0, time_dim)
         self.downsample = nn.Conv2d(c0, c0, 3, stride=2, padding=1)
-        self.mid = _Block(c0, c1, time_dim)
+        self.mid = _Block(c0 + 1, c1, time_dim)
         self.up = _Block(c1 + c0, c0, time_dim)
         self.conv_out = nn.Conv2d(c0, out_channels, 3, padding=1)
 
@@ -82,9 +85,12 @@ class TinyDenoiser(ModelMixin, ConfigMixin):
     ) -> UNet2DConditionOutput | tuple[torch.Tensor]:
         batch = sample.shape[0]
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
-        cond = self.time(self._timestep_embedding(t)) + self.text(encoder_hidden_states.mean(dim=1))
+        words = torch.cat([encoder_hidden_states.mean(dim=1), encoder_hidden_states[:, -1]], dim=1)
+        cond = self.time(self._timestep_embedding(t)) + self.text(words)
         h0 = self.down(self.conv_in(sample), cond)
-        h1 = self.mid(self.downsample(h0), cond)
+        low = self.downsample(h0)
+        where = self.where(words).view(batch, 1, *low.shape[-2:])
+        h1 = self.mid(torch.cat([low, where], dim=1), cond)
         h = F.interpolate(h1, size=h0.shape[-2:], mode="nearest")
         out = self.conv_out(self.up(torch.cat([h, h0], dim=1), cond))
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)

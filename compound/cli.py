@@ -367,6 +367,57 @@ def pairs(
 
 
 @app.command()
+def demo(
+    task: Annotated[
+        str, typer.Argument(help="The experiment: progression (the paper's first application).")
+    ] = ("progression"),
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="The 3-minute version: one seed, fewer requests and steps, the shipped base models."
+        ),
+    ] = False,
+    seeds: Annotated[
+        list[int] | None, typer.Option(help="Seeds (repeatable); default 0 1 2, or 0 with --quick.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="The run folder: RESULTS.md, grid.png, training plots.")] = Path(
+        "runs/demo"
+    ),
+    cache: Annotated[
+        Path | None, typer.Option(help="Where pretrained base models are kept (~/.cache/compound/demo).")
+    ] = None,
+) -> None:
+    """Reproduce a paper experiment end to end with tiny models: pairs, five methods, seeds, RESULTS.md."""
+    if task != "progression":
+        raise _fail(ValueError(f"unknown demo {task!r}: the demos are: progression"))
+    from compound.demo.experiment import Settings, run
+
+    chosen = tuple(seeds) if seeds else None
+    settings = Settings.quick(chosen or (0,)) if quick else Settings(seeds=chosen or (0, 1, 2))
+    try:
+        results = run(out, settings, cache=cache, console=err)
+    except CompoundError as e:
+        raise _fail(e) from None
+    err.print(results.read_text())
+
+
+@app.command()
+def pretrain(
+    task: Annotated[str, typer.Argument(help="The demo whose base models to pretrain: progression.")],
+    out: Annotated[Path, typer.Option(help="Where to save the base models (writer/, painter/).")],
+    writer_steps: Annotated[int, typer.Option(help="Writer training steps.")] = 1500,
+    painter_steps: Annotated[int, typer.Option(help="Painter training steps.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Pretrain a demo's base models on synthetic data of the project's (`compound demo` caches them)."""
+    if task != "progression":
+        raise _fail(ValueError(f"unknown demo {task!r}: the demos are: progression"))
+    from compound.demo.pretrain import pretrain as run_pretrain
+
+    err.print(f"wrote {run_pretrain(out, writer_steps, painter_steps, seed)}")
+
+
+@app.command()
 def report(run: Annotated[Path, typer.Argument(help="A training run folder.")]) -> None:
     """Plot a run's loss, accuracy and per-node margins, and write REPORT.md."""
     from compound.report import report as write_report

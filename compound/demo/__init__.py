@@ -1,0 +1,1 @@
+"""The paper's experiments at a size this machine runs: `compound demo`."""

@@ -1,0 +1,174 @@
+"""Pretrain the progression task's base models: a tiny writer and a tiny painter, saved like real checkpoints.
+
+The writer is a GPT-2 (2 layers, 64 wide) with a byte-level BPE tokenizer fit to
+the task's texts, trained on request -> plan pairs from `progression.plan` (so
+it follows requests only some of the time). The painter is the project's
+`TinyDenoiser` with a one-layer CLIP text encoder, trained together on
+captions -> images from `progression.painting` (jittered levels, unreliable
+synonyms), epsilon prediction under a 1000-step cosine DDPM schedule. Both are
+saved with `save_pretrained` and load through `compound.load` like any
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from compound.demo import progression as task
+from compound.testing import byte_tokenizer
+
+WRITER_STEPS, PAINTER_STEPS = 800, 1500
+
+
+def pretrain(
+    out: str | Path,
+    writer_steps: int = WRITER_STEPS,
+    painter_steps: int = PAINTER_STEPS,
+    seed: int = 0,
+    quiet: bool = False,
+) -> Path:
+    """Pretrain both base models into out/writer and out/painter; returns `out`."""
+    out = Path(out)
+    with Progress(disable=quiet) as progress:
+        pretrain_writer(out / "writer", writer_steps, seed, progress)
+        pretrain_painter(out / "painter", painter_steps, seed, progress)
+    (out / "pretrain.json").write_text(
+        json.dumps(
+            {
+                "writer_steps": writer_steps,
+                "painter_steps": painter_steps,
+                "seed": seed,
+                "jitter": task.JITTER,
+            }
+        )
+    )
+    return out
+
+
+def pretrain_writer(out: Path, steps: int, seed: int, progress: Progress, batch: int = 128) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = byte_tokenizer(task.corpus(), vocab_size=512)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=96,
+            n_embd=64,
+            n_layer=2,
+            n_head=2,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps, pct_start=0.1)
+    rng = random.Random(seed)
+    pool = task.requests("train") + task.requests("held")
+    task_id = progress.add_task("pretraining the writer", total=steps)
+    model.train()
+    for _ in range(steps):
+        ids, labels = [], []
+        for _ in range(batch):
+            request = rng.choice(pool)
+            prompt = tokenizer(task.PROMPT.format(request=request.text))["input_ids"]
+            target = tokenizer(task.plan(request, rng) + tokenizer.eos_token)["input_ids"]
+            ids.append(prompt + target)
+            labels.append([-100] * len(prompt) + target)
+        width = max(map(len, ids))
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in ids])
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
+        target = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=target).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        progress.update(task_id, advance=1, description=f"pretraining the writer (loss {loss.item():.3f})")
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def pretrain_painter(
+    out: Path, steps: int, seed: int, progress: Progress, batch: int = 128, pool_size: int = 24_000
+) -> None:
+    from diffusers import DDPMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from compound.backends.denoiser import TinyDenoiser
+
+    torch.manual_seed(seed)
+    tokenizer = byte_tokenizer(task.captions(), vocab_size=320, max_length=8)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=8,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+    )
+    denoiser = TinyDenoiser(
+        sample_size=task.SIZE, in_channels=1, out_channels=1, channels=(32, 64), cross_attention_dim=32
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon"
+    )
+    rng = np.random.default_rng(seed)
+    texts = task.captions()
+    which = rng.integers(0, len(texts), pool_size)
+    images = torch.from_numpy(
+        np.stack([np.asarray(task.painting(texts[k], rng), dtype=np.float32) / 127.5 - 1 for k in which])
+    )[:, None]
+    ids = tokenizer(texts, padding="max_length", max_length=8, truncation=True, return_tensors="pt")[
+        "input_ids"
+    ]
+    params = list(denoiser.parameters()) + list(encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps, pct_start=0.05)
+    generator = torch.Generator().manual_seed(seed)
+    task_id = progress.add_task("pretraining the painter", total=steps)
+    for _ in range(steps):
+        pick = torch.randint(0, pool_size, (batch,), generator=generator)
+        clean = images[pick]
+        hidden = encoder(ids[torch.from_numpy(which)[pick]])[0]
+        noise = torch.randn(clean.shape, generator=generator)
+        t = torch.randint(0, 1000, (batch,), generator=generator)
+        predicted = denoiser(scheduler.add_noise(clean, noise, t), t, encoder_hidden_states=hidden).sample
+        loss = (predicted - noise).pow(2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        progress.update(task_id, advance=1, description=f"pretraining the painter (loss {loss.item():.4f})")
+    denoiser.save_pretrained(out / "unet")
+    scheduler.save_pretrained(out / "scheduler")
+    encoder.save_pretrained(out / "text_encoder")
+    tokenizer.save_pretrained(out / "tokenizer")
+    index = {
+        "_class_name": "CompoundDiffusion",
+        "unet": ["compound", "TinyDenoiser"],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
