@@ -17,7 +17,9 @@ def test_held_out_requests_share_no_phrasing_with_training_and_hold_out_one_inte
     train, held = task.requests("train"), task.requests("held")
     assert not {r.text for r in train} & {r.text for r in held}
     assert not any(r.text.startswith(task.HELD_OUT_PREFIX) for r in train)
-    assert (task.HELD_OUT_INTENT[0], task.HELD_OUT_INTENT[1]) not in {(r.attribute, r.direction) for r in train}
+    assert (task.HELD_OUT_INTENT[0], task.HELD_OUT_INTENT[1]) not in {
+        (r.attribute, r.direction) for r in train
+    }
     assert task.HELD_OUT_INTENT in {(r.attribute, r.direction) for r in held}
 
 
@@ -42,7 +44,11 @@ def test_a_perfect_sequence_scores_one_and_its_reverse_minus_one():
     assert score({"image": images[::-1]}, request) == (-1.0, False)
     assert plan_quality("disc tiny\ndisc medium\ndisc huge", request)["ordered"] == 1.0
     assert plan_quality("disc big\ndisc tiny\ndisc huge", request) == {
-        "valid": 1.0, "right_attribute": 1.0, "ordered": 0.0, "canonical": 2 / 3}
+        "valid": 1.0,
+        "right_attribute": 1.0,
+        "ordered": 0.0,
+        "canonical": 2 / 3,
+    }
 
 
 def test_quick_demo_writes_every_artifact(tmp_path):
@@ -54,7 +60,7 @@ def test_quick_demo_writes_every_artifact(tmp_path):
         row = next(line for line in text.splitlines() if line.startswith(f"| {method} |"))
         numbers = re.findall(r"-?\d+(?:\.\d+)?", row.split("|", 2)[2])
         assert len(numbers) == 4 and all(math.isfinite(float(n)) for n in numbers)
-    assert "compound demo progression --quick --seeds 0" in text
+    assert "compound demo progression --quick`" in text
     assert (tmp_path / "demo" / "grid.png").read_bytes().startswith(b"\x89PNG")
     for run_dir in ("writer", "painter", "SysDPO"):
         assert (tmp_path / "demo" / "seed-0" / run_dir / "report" / "loss.png").exists()

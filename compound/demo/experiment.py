@@ -46,9 +46,9 @@ class Settings:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     samples: int = 4  # per training request, to pair best against worst
-    rounds: int = 8  # times each training request is sampled (and paired) anew
-    eval_samples: int = 8  # per held-out request and method
-    steps: int = 300
+    rounds: int = 6  # times each training request is sampled (and paired) anew
+    eval_samples: int = 6  # per held-out request and method
+    steps: int = 240
     batch_size: int = 16
     beta: float = 0.5
     lr_writer: float = 3e-4
@@ -205,6 +205,7 @@ def run(
         results["best-of-4"].append(evaluate(system, held, settings, seed, best_of=4)[0])
         if seed == settings.seeds[0]:
             grid["before alignment"] = _grid_rows(system, grid_requests, seed)
+            grid["best-of-4"] = _grid_rows(system, grid_requests, seed, best_of=4)
         for method, trained in TRAINED.items():
             run_dir = folder / method.split()[0].replace("(", "")
             trainer = Trainer(
@@ -241,12 +242,12 @@ def run(
     return path
 
 
-def _grid_rows(system: CompiledSystem, requests: Sequence[task.Request], seed: int) -> list[dict[str, Any]]:
-    return system.sample(
-        [{"request": r.text} for r in requests],
-        n=1,
-        generator=torch.Generator().manual_seed(splitmix(seed, 3)),
-    )
+def _grid_rows(
+    system: CompiledSystem, requests: Sequence[task.Request], seed: int, best_of: int = 1
+) -> list[dict[str, Any]]:
+    """One sample per request (the scorer's best of `best_of`), the same draws for every method."""
+    scored = sample_scored(system, requests, best_of, splitmix(seed, 3))
+    return [max(scored[k : k + best_of], key=lambda s: s[2])[1] for k in range(0, len(scored), best_of)]
 
 
 def _draw_grid(grid: dict[str, list[dict[str, Any]]], requests: Sequence[task.Request], path: Path) -> Path:
@@ -286,12 +287,16 @@ def _results_md(
         return f"{statistics.fmean(values):.{0 if percent else 2}f}{'%' if percent else ''}{spread}"
 
     seeds = " ".join(map(str, settings.seeds))
-    quick = " --quick" if settings.pretrain == (0, 0) else ""
+    quick = settings.pretrain == (0, 0)
+    default = (0,) if quick else (0, 1, 2)
+    flags = (" --quick" if quick else "") + (
+        "".join(f" --seeds {s}" for s in settings.seeds) if settings.seeds != default else ""
+    )
     lines = [
         "# compound demo: the progression experiment",
         "",
-        f"Command: `compound demo progression{quick} {' '.join(f'--seeds {s}' for s in settings.seeds)}` "
-        f"({minutes:.1f} minutes on this machine).",
+        f"Command: `compound demo progression{flags}` ({minutes:.1f} minutes on this machine, base models "
+        f"{'shipped' if quick else 'pretrained or cached'}).",
         f"Pairs from {train} training requests x {settings.samples} samples (best against worst); "
         f"evaluation on {held} held-out requests x {settings.eval_samples} samples, the same draws for every "
         f"method. Mean{' ± standard deviation' if len(settings.seeds) > 1 else ''} over seeds {seeds}.",
