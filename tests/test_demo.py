@@ -52,17 +52,19 @@ def test_a_perfect_sequence_scores_one_and_its_reverse_minus_one():
 
 
 def test_quick_demo_writes_every_artifact(tmp_path):
-    from compound.demo.experiment import METHODS, Settings, run
+    from compound.demo.experiment import Progression
+    from compound.demo.protocol import run
 
-    results = run(tmp_path / "demo", Settings.quick())
+    demo = Progression()
+    results = run(demo, tmp_path / "demo", demo.settings(quick=True, seeds=None))
     text = results.read_text()
-    for method in METHODS:
-        row = next(line for line in text.splitlines() if line.startswith(f"| {method} |"))
+    for method in demo.methods:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {method.name} |"))
         numbers = re.findall(r"-?\d+(?:\.\d+)?", row.split("|", 2)[2])
         assert len(numbers) == 4 and all(math.isfinite(float(n)) for n in numbers)
     assert "compound demo progression --quick`" in text
     assert (tmp_path / "demo" / "grid.png").read_bytes().startswith(b"\x89PNG")
-    for run_dir in ("writer", "painter", "SysDPO"):
+    for run_dir in ("writer-only", "painter-only", "sysdpo-joint"):
         assert (tmp_path / "demo" / "seed-0" / run_dir / "report" / "loss.png").exists()
     data = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert set(data["results"]) == set(METHODS)
+    assert set(data["results"]) == {m.name for m in demo.methods}

@@ -165,11 +165,15 @@ def test_batched_equals_one_at_a_time_and_a_seed_gives_the_same_numbers(tiny, wr
     for name in system.components:
         system.backend(name).batch_size = 1
     single = system.log_ratio(chosen, rejected, generator=torch.Generator().manual_seed(1))
+    # A diffusion term is T * (mse_ref - mse_theta): float32 rounding of the mse (~1e-7, which changes
+    # with the batch's reduction order) comes out multiplied by T, so its tolerance scales with T.
+    diffusion_atol = system.backend("painter").T * 1e-6
     for node in batched.per_node:
+        atol = 1e-5 if node == "plan" else diffusion_atol
         for side in (0, 1):
             assert torch.equal(batched.per_node[node][side], again.per_node[node][side])
             assert torch.allclose(
-                batched.per_node[node][side], single.per_node[node][side], atol=1e-5, rtol=1e-5
+                batched.per_node[node][side], single.per_node[node][side], atol=atol, rtol=1e-5
             )
     assert not torch.allclose(batched.per_node["image[0]"][0], other.per_node["image[0]"][0])
 

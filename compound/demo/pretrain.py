@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,15 +54,38 @@ def pretrain(
 
 
 def pretrain_writer(out: Path, steps: int, seed: int, progress: Progress, batch: int = 128) -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel
+    pool = task.requests("train") + task.requests("held")
+
+    def example(rng: random.Random) -> tuple[str, str]:
+        request = rng.choice(pool)
+        return task.PROMPT.format(request=request.text), task.plan(request, rng)
 
     tokenizer = byte_tokenizer(task.corpus(), vocab_size=512)
+    train_lm(out, tokenizer, example, steps, seed, progress, "the writer", batch=batch)
+
+
+def train_lm(
+    out: Path,
+    tokenizer: Any,
+    example: Callable[[random.Random], tuple[str, str]],
+    steps: int,
+    seed: int,
+    progress: Progress,
+    name: str,
+    batch: int = 128,
+    positions: int = 96,
+    lr: float = 3e-3,
+) -> None:
+    """Train a GPT-2 (2 layers, 64 wide, no dropout) on (prompt, completion) examples drawn by `example`
+    (loss on the completion and EOS only), and save it with its tokenizer to `out`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=len(tokenizer),
-            n_positions=96,
+            n_positions=positions,
             n_embd=64,
             n_layer=2,
             n_head=2,
@@ -72,18 +97,17 @@ def pretrain_writer(out: Path, steps: int, seed: int, progress: Progress, batch:
             attn_pdrop=0.0,
         )
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps, pct_start=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
     rng = random.Random(seed)
-    pool = task.requests("train") + task.requests("held")
-    task_id = progress.add_task("pretraining the writer", total=steps)
+    task_id = progress.add_task(f"pretraining {name}", total=steps)
     model.train()
     for _ in range(steps):
         ids, labels = [], []
         for _ in range(batch):
-            request = rng.choice(pool)
-            prompt = tokenizer(task.PROMPT.format(request=request.text))["input_ids"]
-            target = tokenizer(task.plan(request, rng) + tokenizer.eos_token)["input_ids"]
+            prompt_text, completion = example(rng)
+            prompt = tokenizer(prompt_text)["input_ids"]
+            target = tokenizer(completion + tokenizer.eos_token)["input_ids"]
             ids.append(prompt + target)
             labels.append([-100] * len(prompt) + target)
         width = max(map(len, ids))
@@ -96,7 +120,7 @@ def pretrain_writer(out: Path, steps: int, seed: int, progress: Progress, batch:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        progress.update(task_id, advance=1, description=f"pretraining the writer (loss {loss.item():.3f})")
+        progress.update(task_id, advance=1, description=f"pretraining {name} (loss {loss.item():.3f})")
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

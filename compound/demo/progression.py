@@ -96,6 +96,11 @@ class Request:
     attribute: str
     direction: int  # +1: the attribute grows over the three images, -1: it shrinks
 
+    @property
+    def inputs(self) -> dict[str, str]:
+        """The system's input row."""
+        return {"request": self.text}
+
 
 def requests(split: str) -> list[Request]:
     """Training requests (phrasings 0-2, the usual prefixes, all intents but the held-out one) or

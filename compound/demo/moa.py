@@ -1,0 +1,218 @@
+"""`compound demo moa`: the paper's second experiment, a mixture of agents aligned as a system.
+
+Three proposers (one model, shared parameters, as in `examples/moa.cmp`) answer
+a question; an aggregator reads the question and the three answers and writes
+the final answer. The questions are two-digit additions, `47+85=`, with the
+answer's three digits written least significant first (`231` for 132), which
+lets a tiny model carry; the preference is exact match of the final answer.
+
+Both sides are imperfect in complementary ways, as the base models' synthetic
+pretraining data makes them:
+
+- a proposer was trained on answers whose digits are each replaced by a wrong
+  one with probability `NOISE`: right when greedy, wrong in some digit about
+  half the time when sampled, with independent errors that a per-digit
+  majority of three answers mostly fixes;
+- the aggregator was trained to write that per-digit majority only
+  `MAJORITY` of the time, else to copy one of the answers: it starts as a
+  copier, partly a voter.
+
+So training the proposers sharpens them, training the aggregator turns it into
+a voter, and training both gets both. Without the NLL term on the chosen side,
+DPO moves the aggregator's probability onto answers no proposer wrote
+(likelihood displacement); the table shows that failure and the fix.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from compound.backends.fn import fill
+from compound.demo.protocol import Column, Method, Settings, Task, paper_methods
+
+NOISE = 0.25  # a proposer's training answers: each digit wrong with this probability
+MAJORITY = 0.3  # the aggregator's training targets: the per-digit majority this often, else a copied answer
+HELD = 400  # held-out questions
+PROPOSERS = 3
+PROPOSE = "{question}>"
+AGGREGATE = "{question}\n{answer}\n>"
+
+
+@dataclass(frozen=True)
+class Question:
+    a: int
+    b: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.a}+{self.b}="
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return {"question": self.text}
+
+    @property
+    def answer(self) -> str:
+        """The sum's three digits, least significant first."""
+        return f"{self.a + self.b:03d}"[::-1]
+
+
+@cache
+def every_question() -> tuple[Question, ...]:
+    """All 8,100 questions `a+b=` (a, b in 10..99), shuffled once."""
+    every = [Question(a, b) for a in range(10, 100) for b in range(10, 100)]
+    random.Random(0).shuffle(every)
+    return tuple(every)
+
+
+def questions(split: str) -> list[Question]:
+    """Held-out questions (the first `HELD`), or training ones (the rest)."""
+    every = every_question()
+    return list(every[:HELD] if split == "held" else every[HELD:])
+
+
+def noisy(answer: str, rng: random.Random, p: float = NOISE) -> str:
+    """The answer with each digit replaced by a wrong one with probability p."""
+    return "".join(rng.choice([d for d in "0123456789" if d != c]) if rng.random() < p else c for c in answer)
+
+
+def majority(answers: Sequence[str]) -> str:
+    """The per-digit majority of the answers (the first answer's digit where no digit has a majority)."""
+    if len({len(a) for a in answers}) != 1:
+        return answers[0]
+    out = []
+    for digits in zip(*answers, strict=True):
+        digit, count = Counter(digits).most_common(1)[0]
+        out.append(digit if count > 1 else digits[0])
+    return "".join(out)
+
+
+def proposal(rng: random.Random) -> tuple[str, str]:
+    """A proposer's pretraining example: (prompt, noisy answer)."""
+    question = rng.choice(every_question())
+    return fill(PROPOSE, question.inputs), noisy(question.answer, rng)
+
+
+def aggregation(rng: random.Random) -> tuple[str, str]:
+    """An aggregator's pretraining example: three noisy answers, and their majority or one of them copied."""
+    question = rng.choice(every_question())
+    answers = [noisy(question.answer, rng) for _ in range(PROPOSERS)]
+    target = majority(answers) if rng.random() < MAJORITY else rng.choice(answers)
+    return fill(AGGREGATE, {**question.inputs, "answer": answers}), target
+
+
+def corpus() -> list[str]:
+    return ["0123456789+=>\n. ", fill(AGGREGATE, {"question": "12+34=", "answer": ["1", "2", "3"]})]
+
+
+@dataclass
+class MoASettings(Settings):
+    rounds: int = 3
+    steps: int = 400
+    learning_rates: dict[str, float] = field(
+        default_factory=lambda: {
+            "aggregator": 1e-3
+        }  # at 3e-4 it stayed a sampler of copies (tuned on training questions)
+    )
+    train_requests: int | None = 1000
+    pretrain: tuple[int, ...] = (2000, 1500)  # proposer, aggregator steps
+    showcase: tuple[str, ...] = field(default_factory=lambda: tuple(q.text for q in questions("held")[:6]))
+
+
+class MixtureOfAgents(Task):
+    name = "moa"
+    title = "mixture of agents (three proposers, one aggregator)"
+    methods = (
+        *paper_methods(("proposers only", "proposer"), ("aggregator only", "aggregator")),
+        Method("aggregator only, no NLL", ("aggregator",), nll=0.0),
+        Method("SysDPO (joint), no NLL", ("proposer", "aggregator"), nll=0.0),
+    )
+    columns = (
+        Column("final answer accuracy", "accuracy", percent=True, digits=1),
+        Column("a proposer's accuracy", "proposer", percent=True, digits=1),
+        Column("majority of the proposers", "majority", percent=True, digits=1),
+        Column("final answer copies a proposer", "copies", percent=True, digits=0),
+    )
+
+    def settings(self, quick: bool, seeds: tuple[int, ...] | None) -> MoASettings:
+        if quick:
+            return MoASettings(seeds=seeds or (0,), steps=150, train_requests=300, pretrain=())
+        return MoASettings(seeds=seeds or (0, 1, 2))
+
+    def pretrain(self, out: Path, steps: Sequence[int], seed: int = 0, quiet: bool = False) -> Path:
+        import json
+
+        from rich.progress import Progress
+
+        from compound.demo.pretrain import train_lm
+        from compound.testing import byte_tokenizer
+
+        # vocab_size 258: the 256 byte symbols, EOS and PAD, no merges: one token per character
+        tokenizer = byte_tokenizer(corpus(), vocab_size=258)
+        with Progress(disable=quiet) as progress:
+            for name, example, count in zip(
+                ("proposer", "aggregator"), (proposal, aggregation), steps, strict=True
+            ):
+                train_lm(out / name, tokenizer, example, count, seed, progress, f"the {name}", batch=256)
+        (out / "pretrain.json").write_text(json.dumps({"steps": list(steps), "seed": seed}))
+        return out
+
+    def system_file(self, out: Path, base: Path, settings: Settings) -> Path:
+        def literal(text: str) -> str:
+            return text.replace("\n", "\\n")
+
+        path = out / "moa.cmp"
+        path.write_text(
+            "# examples/moa.cmp with the demo's models and prompts: three proposers (one model) answer,\n"
+            "# an aggregator reads the question and their answers and writes the final answer.\n"
+            "system moa\n\n"
+            f'component proposer   = causal_lm("{base / "proposer"}", batch_size=512)\n'
+            f'component aggregator = causal_lm("{base / "aggregator"}", batch_size=512)\n\n'
+            "input question : text\n\n"
+            f'answer[{PROPOSERS}] : text ~ proposer(question, template="{literal(PROPOSE)}", '
+            "max_new_tokens=4)\n"
+            f'final     : text ~ aggregator(question, answer, template="{literal(AGGREGATE)}", '
+            "max_new_tokens=4)\n\n"
+            "output final\n"
+        )
+        return path
+
+    def requests(self, split: str) -> list[Question]:
+        return questions(split)
+
+    def score(self, row: Mapping[str, Any], request: Question) -> float:
+        return float(row["final"] == request.answer)
+
+    def summarize(self, rows: Sequence[Mapping[str, Any]], requests: Sequence[Question]) -> dict[str, float]:
+        pairs = list(zip(rows, requests, strict=True))
+        return {
+            "accuracy": statistics.fmean(r["final"] == q.answer for r, q in pairs),
+            "proposer": statistics.fmean(a == q.answer for r, q in pairs for a in r["answer"]),
+            "majority": statistics.fmean(majority(r["answer"]) == q.answer for r, q in pairs),
+            "copies": statistics.fmean(r["final"] in r["answer"] for r, _ in pairs),
+        }
+
+    def show(
+        self, shown: Mapping[str, Sequence[Mapping[str, Any]]], requests: Sequence[Question], out: Path
+    ) -> str:
+        lines = [
+            "The same held-out questions under every method (one sample each; answers least significant "
+            "digit first; proposals -> final):",
+            "",
+            "| method | " + " | ".join(f"`{q.text}` ({q.answer})" for q in requests) + " |",
+            "|---|" + "---|" * len(requests),
+        ]
+        for method, rows in shown.items():
+            cells = [
+                f"{' '.join(r['answer'])} -> **{r['final']}** {'✓' if r['final'] == q.answer else '✗'}"
+                for r, q in zip(rows, requests, strict=True)
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)

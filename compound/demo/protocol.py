@@ -1,0 +1,338 @@
+"""The protocol every `compound demo` experiment follows (the paper's, for both of its applications).
+
+1. Base models: pretrained by the task on synthetic data (cached under
+   ~/.cache/compound/demo or --cache; --quick starts from small base
+   checkpoints that the task's own pretraining command produced and the
+   package ships).
+2. Pairs: the base system samples `samples` rows per training request, `rounds`
+   times; the task's scorer scores them; each group's best is paired against
+   its worst.
+3. Methods on held-out requests, all with the same pairs, settings and
+   evaluation draws: the system before alignment, best-of-4 (the scorer picks),
+   each component trained alone, and SysDPO (all jointly); a task may add
+   variants (e.g. without the NLL term).
+4. Every seed repeats 2-3; RESULTS.md reports mean and spread, the task shows
+   the same held-out requests under each method, and `compound report` plots
+   each training run.
+
+A task supplies the world (requests, scores, metrics, pretraining, the system
+file); this module runs the protocol the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from compound.diagnostics import CompoundError, Diagnostic
+from compound.emit import CompiledSystem, load
+from compound.train import Trainer, splitmix
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table: which components train (none: the base system), how many samples the scorer
+    picks from, and the NLL weight when it differs from the settings'."""
+
+    name: str
+    train: tuple[str, ...] = ()
+    best_of: int = 1
+    nll: float | None = None
+
+    @property
+    def folder(self) -> str:
+        return self.name.lower().replace(" ", "-").replace("(", "").replace(")", "").replace(",", "")
+
+
+def paper_methods(first: tuple[str, str], second: tuple[str, str]) -> tuple[Method, ...]:
+    """The paper's five rows for a system of two trainable components, each given as (row name, component):
+    before alignment, best-of-4, each component trained alone, and SysDPO (both jointly)."""
+    return (
+        Method("before alignment"),
+        Method("best-of-4", best_of=4),
+        Method(first[0], (first[1],)),
+        Method(second[0], (second[1],)),
+        Method("SysDPO (joint)", (first[1], second[1])),
+    )
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column of RESULTS.md: its header, its key in `Task.summarize`, in percent or with digits."""
+
+    header: str
+    key: str
+    percent: bool = False
+    digits: int = 2
+
+
+@dataclass
+class Settings:
+    """What a run does; a task's `quick()` settings are the 3-minute version."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    samples: int = 4  # per training request, to pair best against worst
+    rounds: int = 1  # times each training request is sampled (and paired) anew
+    eval_samples: int = 4  # per held-out request and method
+    steps: int = 200
+    batch_size: int = 16
+    beta: float = 0.2
+    learning_rate: float = 3e-4
+    learning_rates: dict[str, float] = field(default_factory=dict)  # per component, overriding learning_rate
+    nll: float = 0.2  # RPO: the chosen side's NLL keeps DPO from displacing probability onto bad outputs
+    pretrain: tuple[int, ...] = ()  # steps per base model; empty: the shipped quick checkpoints
+    train_requests: int | None = None  # a random subset of the training requests (None: all)
+    evaluate_on: str = "held"  # "train": score on training requests instead, for tuning without peeking
+    eval_requests: int | None = None  # a random subset of the evaluation requests (None: all)
+    showcase: tuple[str, ...] = ()  # the held-out requests shown under every method
+
+
+class Task(ABC):
+    """A demo's world: its requests, its scorer and metrics, its base models and its system file."""
+
+    name: str
+    methods: tuple[Method, ...]
+    columns: tuple[Column, ...]
+    title: str
+
+    @abstractmethod
+    def settings(self, quick: bool, seeds: tuple[int, ...] | None) -> Settings: ...
+
+    @abstractmethod
+    def pretrain(self, out: Path, steps: Sequence[int], seed: int = 0, quiet: bool = False) -> Path: ...
+
+    @abstractmethod
+    def system_file(self, out: Path, base: Path, settings: Settings) -> Path: ...
+
+    @abstractmethod
+    def requests(self, split: str) -> list[Any]:
+        """Training ("train") or held-out ("held") requests; each has `.text` and `.inputs` (a data row)."""
+
+    @abstractmethod
+    def score(self, row: Mapping[str, Any], request: Any) -> float:
+        """The preference score of a sampled row: pairs and best-of-N rank by it."""
+
+    @abstractmethod
+    def summarize(self, rows: Sequence[Mapping[str, Any]], requests: Sequence[Any]) -> dict[str, float]:
+        """The table's metrics over rows sampled for `requests` (in order)."""
+
+    @abstractmethod
+    def show(
+        self, shown: Mapping[str, Sequence[Mapping[str, Any]]], requests: Sequence[Any], out: Path
+    ) -> str:
+        """Markdown showing the same requests under every method (a picture, a table)."""
+
+    def cache_key(self, settings: Settings) -> str:
+        return f"{self.name}-" + "-".join(map(str, settings.pretrain))
+
+
+def base_models(task: Task, settings: Settings, cache: str | Path | None, console: Console) -> Path:
+    """The task's pretrained models: the shipped small ones (quick), or pretrained once and cached."""
+    if not settings.pretrain:
+        shipped = Path(str(files("compound.demo") / "base" / task.name))
+        console.print(f"base models: the shipped quick checkpoints ({shipped})")
+        return shipped
+    folder = (Path(cache).expanduser() if cache else Path.home() / ".cache" / "compound" / "demo") / (
+        task.cache_key(settings)
+    )
+    if (folder / "pretrain.json").exists():
+        console.print(f"base models: cached in {folder}")
+        return folder
+    console.print(f"base models: pretraining into {folder} (once; later runs reuse them)")
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    task.pretrain(tmp, settings.pretrain)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def sample_scored(
+    task: Task, system: CompiledSystem, requests: Sequence[Any], n: int, seed: int
+) -> list[tuple[Any, dict[str, Any], float]]:
+    """n rows per request, each with its request and score."""
+    rows = system.sample([r.inputs for r in requests], n=n, generator=torch.Generator().manual_seed(seed))
+    repeated = [r for r in requests for _ in range(n)]
+    return [(r, row, task.score(row, r)) for r, row in zip(repeated, rows, strict=True)]
+
+
+def best(
+    scored: Sequence[tuple[Any, dict[str, Any], float]], k: int
+) -> list[tuple[Any, dict[str, Any], float]]:
+    """The scorer's pick of every consecutive group of k."""
+    return [max(scored[j : j + k], key=lambda s: s[2]) for j in range(0, len(scored), k)]
+
+
+def make_pairs(
+    task: Task, system: CompiledSystem, requests: Sequence[Any], settings: Settings, seed: int, folder: Path
+) -> tuple[Path, int]:
+    """Best-against-worst pairs of the base system's samples, as preference JSONL (images as PNG)."""
+    from compound.samples import Sample, pairs, read, write
+
+    sampled = {n.base for n in system.system.nodes if n.kind == "sample"}
+    samples = []
+    for k in range(settings.rounds):  # each round: every request sampled anew, its best paired with its worst
+        scored = sample_scored(task, system, requests, settings.samples, splitmix(seed, 1, k))
+        samples += [
+            Sample(
+                f"{k}-{j // settings.samples}-{j % settings.samples}",
+                {**r.inputs, "round": k},
+                {name: value for name, value in row.items() if name in sampled},
+                q,
+            )
+            for j, (r, row, q) in enumerate(scored)
+        ]
+    written = write(samples, folder / "samples")
+    made = pairs(read(written.parent), "best-worst", 1e-6, relative_to=folder)
+    if not made.pairs:
+        raise CompoundError(
+            [
+                Diagnostic(
+                    "error",
+                    "config",
+                    f"the base system's {len(samples)} samples gave no preference pair: every request's "
+                    "samples scored the same (are the base models pretrained?)",
+                )
+            ]
+        )
+    for pair in made.pairs:
+        del pair["input"]["round"]
+    path = folder / "prefs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in made.pairs))
+    return path, len(made.pairs)
+
+
+def evaluate(
+    task: Task, system: CompiledSystem, requests: Sequence[Any], settings: Settings, seed: int, best_of: int
+) -> dict[str, float]:
+    """Metrics over eval_samples rows per held-out request (each the scorer's best of `best_of`)."""
+    kept = best(
+        sample_scored(task, system, requests, settings.eval_samples * best_of, splitmix(seed, 2)), best_of
+    )
+    return task.summarize([row for _, row, _ in kept], [r for r, _, _ in kept])
+
+
+def run(
+    task: Task,
+    out: str | Path,
+    settings: Settings | None = None,
+    cache: str | Path | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Run the whole protocol into `out`; returns the path of RESULTS.md."""
+    from compound.report import report
+
+    settings = settings or task.settings(quick=False, seeds=None)
+    console = console or Console(stderr=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    cmp = task.system_file(out, base_models(task, settings, cache, console), settings)
+    train_requests, held = task.requests("train"), task.requests(settings.evaluate_on)
+    if settings.train_requests:
+        train_requests = random.Random(0).sample(train_requests, settings.train_requests)
+    if settings.eval_requests:
+        held = random.Random(1).sample(held, settings.eval_requests)
+    results: dict[str, list[dict[str, float]]] = {m.name: [] for m in task.methods}
+    shown: dict[str, list[dict[str, Any]]] = {}
+    showcase = [r for r in held if r.text in settings.showcase]
+    for seed in settings.seeds:
+        folder = out / f"seed-{seed}"
+        base = load(cmp)
+        console.print(
+            f"[bold]seed {seed}[/]: pairs from {len(train_requests)} training requests x "
+            f"{settings.samples} samples x {settings.rounds} rounds"
+        )
+        prefs, count = make_pairs(task, base, train_requests, settings, seed, folder)
+        console.print(
+            f"  {count} pairs; evaluating on {len(held)} held-out requests x {settings.eval_samples}"
+        )
+        for method in task.methods:
+            system = base
+            if method.train:
+                run_dir = folder / method.folder
+                console.print(f"  training {method.name}: {settings.steps} steps")
+                Trainer(
+                    cmp,
+                    prefs,
+                    run_dir,
+                    beta=settings.beta,
+                    learning_rate=settings.learning_rate,
+                    learning_rates=settings.learning_rates,
+                    steps=settings.steps,
+                    batch_size=settings.batch_size,
+                    nll=settings.nll if method.nll is None else method.nll,
+                    train=list(method.train),
+                    seed=seed,
+                    quiet=True,
+                    report_to=[],
+                ).train()
+                report(run_dir)
+                system = load(cmp, weights=run_dir / "final")
+            results[method.name].append(evaluate(task, system, held, settings, seed, method.best_of))
+            if seed == settings.seeds[0] and showcase:
+                scored = sample_scored(task, system, showcase, method.best_of, splitmix(seed, 3))
+                shown[method.name] = [row for _, row, _ in best(scored, method.best_of)]
+        key = task.columns[0].key
+        console.print("  " + ", ".join(f"{m}: {key} {results[m][-1][key]:.2f}" for m in results))
+    showing = task.show(shown, showcase, out) if showcase else ""
+    minutes = (time.perf_counter() - started) / 60
+    path = out / "RESULTS.md"
+    path.write_text(results_md(task, results, settings, minutes, showing, len(train_requests), len(held)))
+    (out / "results.json").write_text(
+        json.dumps({"settings": asdict(settings), "results": results}, indent=2)
+    )
+    console.print(f"wrote {path} ({minutes:.1f} minutes)")
+    return path
+
+
+def results_md(
+    task: Task,
+    results: dict[str, list[dict[str, float]]],
+    settings: Settings,
+    minutes: float,
+    showing: str,
+    train: int,
+    held: int,
+) -> str:
+    def cell(method: str, column: Column) -> str:
+        (scale, unit), digits = (100, "%") if column.percent else (1, ""), column.digits
+        values = [r[column.key] * scale for r in results[method]]
+        spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+        return f"{statistics.fmean(values):.{digits}f}{unit}{spread}"
+
+    quick = not settings.pretrain
+    default = task.settings(quick=quick, seeds=None)
+    flags = (" --quick" if quick else "") + (
+        "".join(f" --seeds {s}" for s in settings.seeds) if settings.seeds != default.seeds else ""
+    )
+    same = replace(settings, seeds=default.seeds) == default
+    lines = [
+        f"# compound demo: {task.title}",
+        "",
+        f"Command: `compound demo {task.name}{flags}`{'' if same else ' (settings changed in Python)'} "
+        f"({minutes:.1f} minutes on this machine, base models "
+        f"{'shipped' if quick else 'pretrained or cached'}).",
+        f"Pairs from {train} training requests x {settings.samples} samples x {settings.rounds} rounds (best "
+        f"against worst); evaluation on {held} held-out requests x {settings.eval_samples} samples, the same "
+        f"draws for every method. Mean{' ± standard deviation' if len(settings.seeds) > 1 else ''} "
+        f"over seeds {' '.join(map(str, settings.seeds))}.",
+        "",
+        "| method | " + " | ".join(c.header for c in task.columns) + " |",
+        "|---|" + "---|" * len(task.columns),
+    ]
+    lines += [f"| {m} | " + " | ".join(cell(m, c) for c in task.columns) + " |" for m in results]
+    lines += ["", f"Settings: {json.dumps(asdict(settings))}", "", showing, ""]
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The mixture-of-agents demo: its task, against hand-worked and exactly computed expectations, and the
+--quick run end to end."""
+
+import json
+import math
+import random
+import re
+
+import pytest
+
+from compound.demo import moa
+
+
+def test_answers_are_three_digits_least_significant_first():
+    assert moa.Question(47, 85).answer == "231"  # 132
+    assert moa.Question(10, 10).answer == "020"  # 20 -> 020 -> reversed
+    assert moa.Question(99, 99).text == "99+99=" and moa.Question(99, 99).answer == "891"
+
+
+def test_held_out_and_training_questions_split_every_question_once():
+    held, train = moa.questions("held"), moa.questions("train")
+    assert len(held) == moa.HELD and len(train) == 8100 - moa.HELD
+    assert set(held).isdisjoint(train) and len(set(held) | set(train)) == 8100
+
+
+def test_majority_per_digit_with_the_first_answer_breaking_ties():
+    assert moa.majority(["231", "231", "221"]) == "231"
+    assert moa.majority(["121", "131", "141"]) == "121"  # no majority in the middle digit: the first's
+    assert moa.majority(["123", "456", "789"]) == "123"
+    assert moa.majority(["12", "123", "123"]) == "12"  # malformed: the first answer
+
+
+def test_noise_rate_and_the_majority_fixing_it_match_the_exact_probabilities():
+    rng = random.Random(0)
+    answer, n = "231", 20_000
+    draws = [[moa.noisy(answer, rng) for _ in range(3)] for _ in range(n)]
+    wrong_digits = sum(a != b for d in draws for x in d for a, b in zip(x, answer, strict=True))
+    assert wrong_digits / (9 * n) == pytest.approx(moa.NOISE, abs=0.01)
+    p = 1 - moa.NOISE
+    # a digit's majority is right when 2 or 3 proposers are, or only the first is and the two wrong
+    # digits differ (each wrong digit is uniform over the 9 others)
+    digit = p**3 + 3 * p**2 * (1 - p) + p * (1 - p) ** 2 * 8 / 9
+    single = sum(d[0] == answer for d in draws) / n
+    voted = sum(moa.majority(d) == answer for d in draws) / n
+    assert single == pytest.approx(p**3, abs=0.015)
+    assert voted == pytest.approx(digit**3, abs=0.015)
+
+
+def test_pretraining_examples_use_the_systems_own_prompts():
+    prompt, answer = moa.proposal(random.Random(1))
+    assert re.fullmatch(r"\d\d\+\d\d=>", prompt) and re.fullmatch(r"\d{3}", answer)
+    prompt, target = moa.aggregation(random.Random(2))
+    question, one, two, three, end = prompt.split("\n")
+    assert re.fullmatch(r"\d\d\+\d\d=", question) and end == ">"
+    answers = [line.removeprefix(f"{k}. ") for k, line in enumerate((one, two, three), 1)]
+    assert target in answers or target == moa.majority(answers)
+
+
+def test_quick_demo_writes_every_row(tmp_path):
+    from compound.demo.protocol import run
+    from compound.emit import load
+
+    demo = moa.MixtureOfAgents()
+    results = run(demo, tmp_path / "moa", demo.settings(quick=True, seeds=None))
+    text = results.read_text()
+    assert "compound demo moa --quick`" in text
+    for method in demo.methods:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {method.name} |"))
+        numbers = re.findall(r"\d+(?:\.\d+)?", row.split("|", 2)[2])
+        assert len(numbers) == 4 and all(0 <= float(x) <= 100 and math.isfinite(float(x)) for x in numbers)
+        if method.train:
+            assert (tmp_path / "moa" / "seed-0" / method.folder / "report" / "loss.png").exists()
+    data = json.loads((tmp_path / "moa" / "results.json").read_text())
+    before = data["results"]["before alignment"][0]
+    assert before["majority"] > before["proposer"]  # the task's premise: voting fixes proposers' errors
+    assert data["results"]["best-of-4"][0]["accuracy"] > before["accuracy"]
+    system = load(tmp_path / "moa" / "moa.cmp")
+    assert set(system.components) == {"proposer", "aggregator"}
