@@ -76,3 +76,50 @@ def test_quick_demo_writes_every_row(tmp_path):
     assert data["results"]["best-of-4"][0]["accuracy"] > before["accuracy"]
     system = load(tmp_path / "moa" / "moa.cmp")
     assert set(system.components) == {"proposer", "aggregator"}
+
+
+def test_two_layer_system_is_examples_moa2s_graph_and_its_proposer_learns_both_jobs(tmp_path):
+    from compound.compiler import compile_file
+    from compound.factorize import formula
+
+    demo = moa.TwoLayerMixtureOfAgents()
+    ours = compile_file(demo.system_file(tmp_path, tmp_path, demo.settings(quick=True, seeds=None)))
+    example = compile_file("examples/moa2.cmp")
+    assert formula(ours).replace("moa2", "") == formula(example).replace("moa2", "")
+    rng = random.Random(3)
+    prompts = [moa.proposal_or_refinement(rng)[0] for _ in range(400)]
+    refining = sum("\n" in p for p in prompts)
+    assert 160 < refining < 240  # half and half
+    prompt, _ = moa.refinement(random.Random(4))
+    assert re.fullmatch(r"\d\d\+\d\d=\n1\. \d{3}\n2\. \d{3}\n3\. \d{3}\n>", prompt)
+
+
+def test_unknown_demo_is_a_clear_error():
+    from typer.testing import CliRunner
+
+    from compound.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "nope", "--quick"])
+    assert result.exit_code == 1
+    assert "unknown demo 'nope': the demos are: progression, moa, moa2" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_shipped_two_layer_base_system_runs_and_refining_helps(tmp_path):
+    """The shipped quick-mode base models: the second layer (refining drafts) is right more often than
+    the first, the premise of the two-layer system."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    import torch
+
+    from compound.emit import load
+
+    demo = moa.TwoLayerMixtureOfAgents()
+    base = Path(str(files("compound.demo") / "base" / "moa2"))
+    system = load(demo.system_file(tmp_path, base, demo.settings(True, None)))
+    questions = moa.questions("held")[:100]
+    rows = system.sample([q.inputs for q in questions], n=2, generator=torch.Generator().manual_seed(0))
+    metrics = demo.summarize(rows, [q for q in questions for _ in range(2)])
+    assert all(re.fullmatch(r"\d{3}", d) for row in rows for d in row["draft"])
+    assert metrics["proposer"] > metrics["draft"] + 0.03

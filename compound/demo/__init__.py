@@ -10,7 +10,11 @@ from compound.diagnostics import CompoundError, Diagnostic
 if TYPE_CHECKING:
     from compound.demo.protocol import Task
 
-TASKS = {"progression": "compound.demo.experiment:Progression", "moa": "compound.demo.moa:MixtureOfAgents"}
+TASKS = {
+    "progression": "compound.demo.experiment:Progression",
+    "moa": "compound.demo.moa:MixtureOfAgents",
+    "moa2": "compound.demo.moa:TwoLayerMixtureOfAgents",
+}
 
 
 def demo_task(name: str) -> Task:

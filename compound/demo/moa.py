@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -43,6 +43,7 @@ HELD = 400  # held-out questions
 PROPOSERS = 3
 PROPOSE = "{question}>"
 AGGREGATE = "{question}\n{answer}\n>"
+REFINE = "{question}\n{draft}\n>"  # moa2's second layer reads the drafts the way the aggregator reads answers
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,27 @@ def proposal(rng: random.Random) -> tuple[str, str]:
     return fill(PROPOSE, question.inputs), noisy(question.answer, rng)
 
 
-def aggregation(rng: random.Random) -> tuple[str, str]:
+def merging(rng: random.Random, template: str = AGGREGATE, field: str = "answer") -> tuple[str, str]:
     """An aggregator's pretraining example: three noisy answers, and their majority or one of them copied."""
     question = rng.choice(every_question())
     answers = [noisy(question.answer, rng) for _ in range(PROPOSERS)]
     target = majority(answers) if rng.random() < MAJORITY else rng.choice(answers)
-    return fill(AGGREGATE, {**question.inputs, "answer": answers}), target
+    return fill(template, {**question.inputs, field: answers}), target
+
+
+def aggregation(rng: random.Random) -> tuple[str, str]:
+    return merging(rng)
+
+
+def refinement(rng: random.Random) -> tuple[str, str]:
+    """A second-layer proposer's example (`compound demo moa2`): it reads three drafts and, like the
+    aggregator, writes their majority or copies one."""
+    return merging(rng, REFINE, "draft")
+
+
+def proposal_or_refinement(rng: random.Random) -> tuple[str, str]:
+    """The two-layer proposer's pretraining: half first-layer answers, half refinements."""
+    return proposal(rng) if rng.random() < 0.5 else refinement(rng)
 
 
 def corpus() -> list[str]:
@@ -141,6 +157,12 @@ class MixtureOfAgents(Task):
         Column("final answer copies a proposer", "copies", percent=True, digits=0),
     )
 
+    models: tuple[tuple[str, Callable[[random.Random], tuple[str, str]]], ...] = (
+        ("proposer", proposal),
+        ("aggregator", aggregation),
+    )
+    layers = 1  # of proposers
+
     def settings(self, quick: bool, seeds: tuple[int, ...] | None) -> MoASettings:
         if quick:
             return MoASettings(seeds=seeds or (0,), steps=150, train_requests=300, pretrain=())
@@ -157,30 +179,34 @@ class MixtureOfAgents(Task):
         # vocab_size 258: the 256 byte symbols, EOS and PAD, no merges: one token per character
         tokenizer = byte_tokenizer(corpus(), vocab_size=258)
         with Progress(disable=quiet) as progress:
-            for name, example, count in zip(
-                ("proposer", "aggregator"), (proposal, aggregation), steps, strict=True
-            ):
+            for (name, example), count in zip(self.models, steps, strict=True):
                 train_lm(out / name, tokenizer, example, count, seed, progress, f"the {name}", batch=256)
         (out / "pretrain.json").write_text(json.dumps({"steps": list(steps), "seed": seed}))
         return out
 
     def system_file(self, out: Path, base: Path, settings: Settings) -> Path:
-        def literal(text: str) -> str:
-            return text.replace("\n", "\\n")
+        def node(name: str, component: str, parents: str, template: str) -> str:
+            escaped = template.replace("\n", "\\n")
+            return f'{name:<9} : text ~ {component}({parents}, template="{escaped}", max_new_tokens=4)\n'
 
-        path = out / "moa.cmp"
+        two = self.layers == 2
+        nodes = [node(f"draft[{PROPOSERS}]", "proposer", "question", PROPOSE)] if two else []
+        nodes += [
+            node(
+                f"answer[{PROPOSERS}]",
+                "proposer",
+                "question, draft" if two else "question",
+                REFINE if two else PROPOSE,
+            ),
+            node("final", "aggregator", "question, answer", AGGREGATE),
+        ]
+        path = out / f"{self.name}.cmp"
         path.write_text(
-            "# examples/moa.cmp with the demo's models and prompts: three proposers (one model) answer,\n"
-            "# an aggregator reads the question and their answers and writes the final answer.\n"
-            "system moa\n\n"
+            f"# examples/{self.name}.cmp with the demo's models and prompts: {self.title}.\n"
+            f"system {self.name}\n\n"
             f'component proposer   = causal_lm("{base / "proposer"}", batch_size=512)\n'
             f'component aggregator = causal_lm("{base / "aggregator"}", batch_size=512)\n\n'
-            "input question : text\n\n"
-            f'answer[{PROPOSERS}] : text ~ proposer(question, template="{literal(PROPOSE)}", '
-            "max_new_tokens=4)\n"
-            f'final     : text ~ aggregator(question, answer, template="{literal(AGGREGATE)}", '
-            "max_new_tokens=4)\n\n"
-            "output final\n"
+            "input question : text\n\n" + "".join(nodes) + "\noutput final\n"
         )
         return path
 
@@ -197,7 +223,11 @@ class MixtureOfAgents(Task):
             "proposer": statistics.fmean(a == q.answer for r, q in pairs for a in r["answer"]),
             "majority": statistics.fmean(majority(r["answer"]) == q.answer for r, q in pairs),
             "copies": statistics.fmean(r["final"] in r["answer"] for r, _ in pairs),
-        }
+        } | (
+            {"draft": statistics.fmean(d == q.answer for r, q in pairs for d in r["draft"])}
+            if self.layers > 1
+            else {}
+        )
 
     def show(
         self, shown: Mapping[str, Sequence[Mapping[str, Any]]], requests: Sequence[Question], out: Path
@@ -211,8 +241,34 @@ class MixtureOfAgents(Task):
         ]
         for method, rows in shown.items():
             cells = [
-                f"{' '.join(r['answer'])} -> **{r['final']}** {'✓' if r['final'] == q.answer else '✗'}"
+                " -> ".join(" ".join(r[layer]) for layer in ("draft", "answer") if layer in r)
+                + f" -> **{r['final']}** {'✓' if r['final'] == q.answer else '✗'}"
                 for r, q in zip(rows, requests, strict=True)
             ]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+class TwoLayerMixtureOfAgents(MixtureOfAgents):
+    """`compound demo moa2`: `examples/moa2.cmp`, three proposers, then the same proposers (shared
+    parameters) reading every first-layer draft, then the aggregator. The proposer is pretrained on both
+    jobs, each half the time."""
+
+    name = "moa2"
+    title = "two-layer mixture of agents (drafts, refined answers, one aggregator)"
+    models = (("proposer", proposal_or_refinement), ("aggregator", aggregation))
+    layers = 2
+    methods = MixtureOfAgents.methods[:5]
+    columns = (
+        MixtureOfAgents.columns[0],
+        Column("a draft's accuracy", "draft", percent=True, digits=1),
+        Column("a refined answer's accuracy", "proposer", percent=True, digits=1),
+        Column("majority of the refined answers", "majority", percent=True, digits=1),
+        Column("final answer copies a refined answer", "copies", percent=True, digits=0),
+    )
+
+    def settings(self, quick: bool, seeds: tuple[int, ...] | None) -> MoASettings:
+        settings = super().settings(quick, seeds)
+        if not quick:
+            settings.pretrain = (3000, 1500)  # the proposer learns two jobs
+        return settings
