@@ -101,7 +101,7 @@ def proposal(rng: random.Random) -> tuple[str, str]:
     return fill(PROPOSE, question.inputs), noisy(question.answer, rng)
 
 
-def merging(rng: random.Random, template: str = AGGREGATE, field: str = "answer") -> tuple[str, str]:
+def aggregation(rng: random.Random, template: str = AGGREGATE, field: str = "answer") -> tuple[str, str]:
     """An aggregator's pretraining example: three noisy answers, and their majority or one of them copied."""
     question = rng.choice(every_question())
     answers = [noisy(question.answer, rng) for _ in range(PROPOSERS)]
@@ -109,14 +109,10 @@ def merging(rng: random.Random, template: str = AGGREGATE, field: str = "answer"
     return fill(template, {**question.inputs, field: answers}), target
 
 
-def aggregation(rng: random.Random) -> tuple[str, str]:
-    return merging(rng)
-
-
 def refinement(rng: random.Random) -> tuple[str, str]:
     """A second-layer proposer's example (`compound demo moa2`): it reads three drafts and, like the
     aggregator, writes their majority or copies one."""
-    return merging(rng, REFINE, "draft")
+    return aggregation(rng, REFINE, "draft")
 
 
 def proposal_or_refinement(rng: random.Random) -> tuple[str, str]:
@@ -132,11 +128,8 @@ def corpus() -> list[str]:
 class MoASettings(Settings):
     rounds: int = 3
     steps: int = 400
-    learning_rates: dict[str, float] = field(
-        default_factory=lambda: {
-            "aggregator": 1e-3
-        }  # at 3e-4 it stayed a sampler of copies (tuned on training questions)
-    )
+    # at 3e-4 the aggregator stayed a sampler of copies (tuned on training questions: docs/moa.md)
+    learning_rates: dict[str, float] = field(default_factory=lambda: {"aggregator": 1e-3})
     train_requests: int | None = 1000
     pretrain: tuple[int, ...] = (2000, 1500)  # proposer, aggregator steps
     showcase: tuple[str, ...] = field(default_factory=lambda: tuple(q.text for q in questions("held")[:6]))
