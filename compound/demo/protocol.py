@@ -92,6 +92,7 @@ class Settings:
     learning_rate: float = 3e-4
     learning_rates: dict[str, float] = field(default_factory=dict)  # per component, overriding learning_rate
     nll: float = 0.2  # RPO: the chosen side's NLL keeps DPO from displacing probability onto bad outputs
+    node_weights: dict[str, float] = field(default_factory=dict)  # scales nodes' log ratios in the loss
     pretrain: tuple[int, ...] = ()  # steps per base model; empty: the shipped quick checkpoints
     train_requests: int | None = None  # a random subset of the training requests (None: all)
     evaluate_on: str = "held"  # "train": score on training requests instead, for tuning without peeking
@@ -271,6 +272,7 @@ def run(
                     beta=settings.beta,
                     learning_rate=settings.learning_rate,
                     learning_rates=settings.learning_rates,
+                    node_weights=settings.node_weights,
                     steps=settings.steps,
                     batch_size=settings.batch_size,
                     nll=settings.nll if method.nll is None else method.nll,
