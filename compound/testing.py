@@ -49,6 +49,48 @@ def byte_tokenizer(
     return tokenizer
 
 
+def gpt2(tokenizer: Any, *, layers: int = 2, width: int = 64, heads: int = 2, positions: int = 96) -> Any:
+    """A freshly initialized GPT-2 without dropout, its special ids taken from `tokenizer`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=positions,
+            n_embd=width,
+            n_layer=layers,
+            n_head=heads,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    )
+
+
+def clip_text_encoder(tokenizer: Any, *, width: int = 32, positions: int = 16) -> Any:
+    """A freshly initialized one-layer CLIP text encoder, its special ids taken from `tokenizer`."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=positions,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+    )
+
+
 def tiny_causal_lm(
     path: str | Path,
     corpus: Iterable[str] = CORPUS,
@@ -61,27 +103,11 @@ def tiny_causal_lm(
     seed: int = 0,
 ) -> Path:
     """Save a freshly initialized GPT-2 (no dropout) and its tokenizer to `path`."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     path = Path(path)
     tokenizer = byte_tokenizer(corpus, vocab_size)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=positions,
-        n_embd=width,
-        n_layer=layers,
-        n_head=heads,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=pad,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
+        model = gpt2(tokenizer, layers=layers, width=width, heads=heads, positions=positions)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -102,28 +128,14 @@ def tiny_diffusion(
     """Save a diffusion folder: a denoiser (`tiny` TinyDenoiser or `unet` UNet2DConditionModel),
     a DDPM scheduler, a one-layer CLIP text encoder and its tokenizer, and `model_index.json`."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from compound.backends.denoiser import TinyDenoiser
 
     path = Path(path)
     tokenizer = byte_tokenizer(corpus, max_length=16)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=width,
-                intermediate_size=2 * width,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                max_position_embeddings=16,
-                bos_token_id=eos,
-                eos_token_id=eos,
-                pad_token_id=pad,
-            )
-        )
+        text_encoder = clip_text_encoder(tokenizer, width=width, positions=16)
         if denoiser == "tiny":
             model: Any = TinyDenoiser(
                 sample_size=sample_size,

@@ -23,7 +23,7 @@ import torch
 from rich.progress import Progress
 
 from compound.demo import progression as task
-from compound.testing import byte_tokenizer
+from compound.testing import byte_tokenizer, clip_text_encoder, gpt2
 
 WRITER_STEPS, PAINTER_STEPS = 800, 1500
 
@@ -78,25 +78,9 @@ def train_lm(
 ) -> None:
     """Train a GPT-2 (2 layers, 64 wide, no dropout) on (prompt, completion) examples drawn by `example`
     (loss on the completion and EOS only), and save it with its tokenizer to `out`."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = tokenizer.pad_token_id
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=positions,
-            n_embd=64,
-            n_layer=2,
-            n_head=2,
-            bos_token_id=eos,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-        )
-    )
+    model = gpt2(tokenizer, positions=positions)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
     rng = random.Random(seed)
@@ -130,26 +114,12 @@ def pretrain_painter(
     out: Path, steps: int, seed: int, progress: Progress, batch: int = 128, pool_size: int = 24_000
 ) -> None:
     from diffusers import DDPMScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from compound.backends.denoiser import TinyDenoiser
 
     torch.manual_seed(seed)
     tokenizer = byte_tokenizer(task.captions(), vocab_size=320, max_length=8)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=8,
-            bos_token_id=eos,
-            eos_token_id=eos,
-            pad_token_id=pad,
-        )
-    )
+    encoder = clip_text_encoder(tokenizer, width=32, positions=8)
     denoiser = TinyDenoiser(
         sample_size=task.SIZE, in_channels=1, out_channels=1, channels=(32, 64), cross_attention_dim=32
     )
