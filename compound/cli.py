@@ -418,6 +418,7 @@ def pretrain(
 ) -> None:
     """Pretrain a demo's base models on synthetic data of the project's (`compound demo` caches them)."""
     from compound.demo import demo_task
+    from compound.demo.pretrain import MIN_PRETRAIN_STEPS
 
     try:
         experiment = demo_task(task)
@@ -429,6 +430,17 @@ def pretrain(
                         "error",
                         "config",
                         f"{task} has {len(default)} base models: give --steps {len(default)} times",
+                    )
+                ]
+            )
+        if steps and min(steps) < MIN_PRETRAIN_STEPS:
+            raise CompoundError(
+                [
+                    Diagnostic(
+                        "error",
+                        "config",
+                        f"--steps {min(steps)}: pretraining needs at least {MIN_PRETRAIN_STEPS} steps "
+                        "per model (a warm-up step, then a decay)",
                     )
                 ]
             )

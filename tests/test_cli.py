@@ -131,3 +131,14 @@ def test_console_script_and_module_entry_points():
         done = subprocess.run([*command, "check", EXAMPLES[0]], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert ": ok (" in done.stderr
+
+
+def test_pretrain_rejects_too_few_steps_and_runs_with_the_fewest_allowed(tmp_path):
+    result = run("pretrain", "progression", "--out", str(tmp_path / "bad"), "--steps", "2", "--steps", "4")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--steps 2: pretraining needs at least 4 steps per model" in result.stderr
+    assert not (tmp_path / "bad").exists()
+    result = run("pretrain", "progression", "--out", str(tmp_path / "base"), "--steps", "4", "--steps", "4")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "base" / "writer" / "model.safetensors").exists()
+    assert (tmp_path / "base" / "painter" / "unet" / "diffusion_pytorch_model.safetensors").exists()

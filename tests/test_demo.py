@@ -61,10 +61,71 @@ def test_quick_demo_writes_every_artifact(tmp_path):
     for method in demo.methods:
         row = next(line for line in text.splitlines() if line.startswith(f"| {method.name} |"))
         numbers = re.findall(r"-?\d+(?:\.\d+)?", row.split("|", 2)[2])
-        assert len(numbers) == 4 and all(math.isfinite(float(n)) for n in numbers)
+        assert len(numbers) == 6 and all(math.isfinite(float(n)) for n in numbers)
     assert "compound demo progression --quick`" in text
     assert (tmp_path / "demo" / "grid.png").read_bytes().startswith(b"\x89PNG")
     for run_dir in ("writer-only", "painter-only", "sysdpo-joint"):
         assert (tmp_path / "demo" / "seed-0" / run_dir / "report" / "loss.png").exists()
     data = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert set(data["results"]) == {m.name for m in demo.methods}
+
+
+def test_order_consistency_is_also_reported_apart_for_the_unseen_intent():
+    from compound.demo.evaluate import summarize
+
+    generator = np.random.default_rng(0)
+    size, place = task.BY_NAME["size"], task.BY_NAME["place"]
+    growing = task.Request("a disc growing", "size", 1)
+    leftward = task.Request("a dot moving left", "place", -1)  # the intent no pair asks for
+    ordered = [task.render(place, level, generator) for level in (4, 2, 0)]
+    unordered = [task.render(size, level, generator) for level in (2, 0, 4)]
+    rows = [
+        {"plan": "dot far-right\ndot center\ndot far-left", "image": ordered},
+        {"plan": "disc medium\ndisc tiny\ndisc huge", "image": unordered},
+        {"plan": "disc medium\ndisc tiny\ndisc huge", "image": unordered},
+    ]
+    got = summarize(rows, [leftward, growing, growing])
+    assert (got["order"], got["order_seen"], got["order_unseen"]) == (pytest.approx(1 / 3), 0.0, 1.0)
+    assert math.isnan(summarize(rows[1:], [growing, growing])["order_unseen"])
+
+
+def test_validation_requests_are_training_requests_of_one_intent_kept_out_of_the_pairs():
+    from compound.demo.experiment import Progression
+    from compound.demo.protocol import split
+
+    paired, scored = split(Progression(), "validation")
+    assert {(r.attribute, r.direction) for r in scored} == {task.VALIDATION_INTENT}
+    assert {r.text for r in scored} <= {r.text for r in task.requests("train")}
+    assert not {r.text for r in scored} & {r.text for r in paired}
+    assert len(paired) + len(scored) == len(task.requests("train"))
+    assert split(Progression(), "held")[0] == task.requests("train")
+
+
+def test_level_of_reads_back_every_level_the_renderer_draws():
+    from compound.demo.evaluate import level_of
+
+    generator = np.random.default_rng(1)
+    for attribute in task.ATTRIBUTES:
+        for level in range(5):
+            assert level_of(attribute, task.render(attribute, level, generator)) == level
+            assert level_of(attribute, task.render(attribute, level + 0.2, generator)) == level
+
+
+def test_a_painter_that_renders_exactly_has_fidelity_one_and_one_a_level_off_zero():
+    from compound.demo.evaluate import fidelity
+
+    class Renderer:  # stands in for the diffusion backend: draws each caption's level, or the next one
+        def __init__(self, off: bool):
+            self.off, self.generator = off, np.random.default_rng(0)
+
+        def sample(self, captions, generator, steps):
+            drawn = []
+            for attribute, level, _ in map(task.parse, captions):
+                wrong = level + 1 if level < 4 else 3
+                drawn.append(task.render(attribute, wrong if self.off else level, self.generator))
+            return drawn
+
+    assert fidelity(Renderer(off=False), draws=2) == dict.fromkeys(
+        ("all", "canonical", "middle", "synonyms"), 1.0
+    )
+    assert fidelity(Renderer(off=True), draws=2)["all"] == 0.0

@@ -21,6 +21,8 @@ def test_held_out_and_training_questions_split_every_question_once():
     held, train = moa.questions("held"), moa.questions("train")
     assert len(held) == moa.HELD and len(train) == 8100 - moa.HELD
     assert set(held).isdisjoint(train) and len(set(held) | set(train)) == 8100
+    validation = moa.questions("validation")
+    assert len(validation) == moa.HELD and set(validation) <= set(train)
 
 
 def test_majority_per_digit_with_the_first_answer_breaking_ties():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from compound.demo import progression as task
-from compound.scorers import Progression
+from compound.scorers import MEASURES, Progression
 
 SCORERS = {a.name: Progression(field="image", measure=a.measure) for a in task.ATTRIBUTES}
 
@@ -37,13 +41,54 @@ def plan_quality(plan: str, request: task.Request) -> dict[str, float]:
     }  # type: ignore[index]
 
 
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], requests: Sequence[task.Request]) -> dict[str, float]:
-    """Mean q, order consistency, and the plans' quality over rows sampled for `requests` (in order)."""
+    """Mean q, order consistency (also apart for the intents the pairs ask for and the one they never do:
+    nan where there are none), and the plans' quality over rows sampled for `requests` (in order)."""
     scored = [score(row, request) for row, request in zip(rows, requests, strict=True)]
     plans = [plan_quality(row["plan"], request) for row, request in zip(rows, requests, strict=True)]
+    unseen = [(r.attribute, r.direction) == task.HELD_OUT_INTENT for r in requests]
     out = {
         "q": statistics.fmean(q for q, _ in scored),
         "order": statistics.fmean(float(o) for _, o in scored),
+        "order_seen": _mean([float(o) for (_, o), u in zip(scored, unseen, strict=True) if not u]),
+        "order_unseen": _mean([float(o) for (_, o), u in zip(scored, unseen, strict=True) if u]),
     }
     out |= {f"plan_{k}": statistics.fmean(p[k] for p in plans) for k in plans[0]}
     return out
+
+
+def level_of(attribute: task.Attribute, image: Any) -> int:
+    """The level (0-4) whose clean rendering measures nearest to the image: how the painter read a caption."""
+    measure = MEASURES[attribute.measure]
+    return min(range(5), key=lambda level: abs(measure(image) - _calibration(attribute.name)[level]))
+
+
+@functools.cache
+def _calibration(name: str) -> tuple[float, ...]:
+    """Each level's mean measurement over 20 renderings of the task's own renderer."""
+    attribute, rng = task.BY_NAME[name], np.random.default_rng(0)
+    measure = MEASURES[attribute.measure]
+    return tuple(
+        statistics.fmean(measure(task.render(attribute, lv, rng)) for _ in range(20)) for lv in range(5)
+    )
+
+
+def fidelity(painter: Any, draws: int = 24, seed: int = 7, steps: int = 20) -> dict[str, float]:
+    """Share of a painter's images measured at their caption's level: over all 30 captions, and apart
+    for the canonical words but the middle level, the middle level, and the synonyms. `painter` is a
+    `diffusion` backend (`compound.load(...).backend("painter")`)."""
+    import torch
+
+    captions = [c for c in task.captions() for _ in range(draws)]
+    images = painter.sample(captions, torch.Generator().manual_seed(seed), steps=steps)
+    hits: dict[str, list[float]] = {"all": [], "canonical": [], "middle": [], "synonyms": []}
+    for text, image in zip(captions, images, strict=True):
+        attribute, level, synonym = task.parse(text)  # type: ignore[misc]
+        hit = float(level_of(attribute, image) == level)
+        hits["all"].append(hit)
+        hits["synonyms" if synonym else "middle" if level == 2 else "canonical"].append(hit)
+    return {k: statistics.fmean(v) for k, v in hits.items()}

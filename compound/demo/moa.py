@@ -74,9 +74,10 @@ def every_question() -> tuple[Question, ...]:
 
 
 def questions(split: str) -> list[Question]:
-    """Held-out questions (the first `HELD`), or training ones (the rest)."""
+    """Held-out questions (the first `HELD`), training ones (the rest), or validation ones (the first
+    `HELD` training questions, kept out of the pairs when scored on)."""
     every = every_question()
-    return list(every[:HELD] if split == "held" else every[HELD:])
+    return list({"held": every[:HELD], "validation": every[HELD : 2 * HELD]}.get(split, every[HELD:]))
 
 
 def noisy(answer: str, rng: random.Random, p: float = NOISE) -> str:

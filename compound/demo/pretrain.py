@@ -26,6 +26,13 @@ from compound.demo import progression as task
 from compound.testing import byte_tokenizer, clip_text_encoder, gpt2
 
 WRITER_STEPS, PAINTER_STEPS = 800, 1500
+MIN_PRETRAIN_STEPS = 4  # one-cycle schedules need a warm-up step and at least two to decay
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: float) -> Any:
+    """Warm up over `warmup` of the steps (at least one), then anneal: the pretraining schedule."""
+    pct = max(warmup, 2 / steps)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=pct)
 
 
 def pretrain(
@@ -82,7 +89,7 @@ def train_lm(
     torch.manual_seed(seed)
     model = gpt2(tokenizer, positions=positions)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
+    schedule = one_cycle(optimizer, lr, steps, 0.1)
     rng = random.Random(seed)
     task_id = progress.add_task(f"pretraining {name}", total=steps)
     model.train()
@@ -137,7 +144,7 @@ def pretrain_painter(
     ]
     params = list(denoiser.parameters()) + list(encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps, pct_start=0.05)
+    schedule = one_cycle(optimizer, 2e-3, steps, 0.05)
     generator = torch.Generator().manual_seed(seed)
     task_id = progress.add_task("pretraining the painter", total=steps)
     for _ in range(steps):

@@ -88,6 +88,7 @@ BY_NAME = {a.name: a for a in ATTRIBUTES}
 PREFIXES = ("", "show ", "draw ", "three frames of ")
 HELD_OUT_PREFIX = "picture "
 HELD_OUT_INTENT = ("place", -1)  # no training pair asks for a dot moving left
+VALIDATION_INTENT = ("size", -1)  # left out of the pairs when tuning on the "validation" split
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,12 @@ class Request:
 
 
 def requests(split: str) -> list[Request]:
-    """Training requests (phrasings 0-2, the usual prefixes, all intents but the held-out one) or
+    """Training requests (phrasings 0-2, the usual prefixes, all intents but the held-out one),
     held-out requests (phrasing 3 of every intent, and every phrasing of the held-out intent, with a
-    prefix never seen in training)."""
+    prefix never seen in training), or validation requests: the training requests of one intent, which
+    tuning keeps out of the pairs (an unseen intent, as in the held-out split)."""
+    if split == "validation":
+        return [r for r in requests("train") if (r.attribute, r.direction) == VALIDATION_INTENT]
     out = []
     for attribute in ATTRIBUTES:
         for direction, phrasings in ((1, attribute.up), (-1, attribute.down)):

@@ -22,6 +22,7 @@ file); this module runs the protocol the same way for all of them.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import statistics
@@ -95,7 +96,7 @@ class Settings:
     node_weights: dict[str, float] = field(default_factory=dict)  # scales nodes' log ratios in the loss
     pretrain: tuple[int, ...] = ()  # steps per base model; empty: the shipped quick checkpoints
     train_requests: int | None = None  # a random subset of the training requests (None: all)
-    evaluate_on: str = "held"  # "train": score on training requests instead, for tuning without peeking
+    evaluate_on: str = "held"  # for tuning without peeking: "validation" (see `requests`) or "train"
     eval_requests: int | None = None  # a random subset of the evaluation requests (None: all)
     showcase: tuple[str, ...] = ()  # the held-out requests shown under every method
 
@@ -119,7 +120,9 @@ class Task(ABC):
 
     @abstractmethod
     def requests(self, split: str) -> list[Any]:
-        """Training ("train") or held-out ("held") requests; each has `.text` and `.inputs` (a data row)."""
+        """Training ("train") or held-out ("held") requests, or "validation": training requests that are
+        kept out of the pairs when scored on, built like the held-out ones (for tuning without touching
+        them). Each has `.text` and `.inputs` (a data row)."""
 
     @abstractmethod
     def score(self, row: Mapping[str, Any], request: Any) -> float:
@@ -225,6 +228,13 @@ def evaluate(
     return task.summarize([row for _, row, _ in kept], [r for r, _, _ in kept])
 
 
+def split(task: Task, evaluate_on: str) -> tuple[list[Any], list[Any]]:
+    """(requests to pair, requests to score on): validation requests never reach the pairs."""
+    scored = task.requests(evaluate_on)
+    kept = {r.text for r in scored} if evaluate_on == "validation" else set()
+    return [r for r in task.requests("train") if r.text not in kept], scored
+
+
 def run(
     task: Task,
     out: str | Path,
@@ -241,7 +251,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     cmp = task.system_file(out, base_models(task, settings, cache, console), settings)
-    train_requests, held = task.requests("train"), task.requests(settings.evaluate_on)
+    train_requests, held = split(task, settings.evaluate_on)
     if settings.train_requests:
         train_requests = random.Random(0).sample(train_requests, settings.train_requests)
     if settings.eval_requests:
@@ -312,6 +322,8 @@ def results_md(
     def cell(method: str, column: Column) -> str:
         (scale, unit), digits = (100, "%") if column.percent else (1, ""), column.digits
         values = [r[column.key] * scale for r in results[method]]
+        if any(math.isnan(v) for v in values):  # e.g. the unseen intent when scoring on training requests
+            return "–"
         spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
         return f"{statistics.fmean(values):.{digits}f}{unit}{spread}"
 
