@@ -423,27 +423,16 @@ def pretrain(
     try:
         experiment = demo_task(task)
         default = experiment.settings(quick=False, seeds=None).pretrain
+        problem = None
         if steps and len(steps) != len(default):
-            raise CompoundError(
-                [
-                    Diagnostic(
-                        "error",
-                        "config",
-                        f"{task} has {len(default)} base models: give --steps {len(default)} times",
-                    )
-                ]
+            problem = f"{task} has {len(default)} base models: give --steps {len(default)} times"
+        elif steps and min(steps) < MIN_PRETRAIN_STEPS:
+            problem = (
+                f"--steps {min(steps)}: pretraining needs at least {MIN_PRETRAIN_STEPS} steps per model "
+                "(a warm-up step, then a decay)"
             )
-        if steps and min(steps) < MIN_PRETRAIN_STEPS:
-            raise CompoundError(
-                [
-                    Diagnostic(
-                        "error",
-                        "config",
-                        f"--steps {min(steps)}: pretraining needs at least {MIN_PRETRAIN_STEPS} steps "
-                        "per model (a warm-up step, then a decay)",
-                    )
-                ]
-            )
+        if problem:
+            raise CompoundError([Diagnostic("error", "config", problem)])
     except CompoundError as e:
         raise _fail(e) from None
     err.print(f"wrote {experiment.pretrain(out, steps or default, seed)}")

@@ -50,12 +50,15 @@ def summarize(rows: Sequence[Mapping[str, Any]], requests: Sequence[task.Request
     nan where there are none), and the plans' quality over rows sampled for `requests` (in order)."""
     scored = [score(row, request) for row, request in zip(rows, requests, strict=True)]
     plans = [plan_quality(row["plan"], request) for row, request in zip(rows, requests, strict=True)]
-    unseen = [(r.attribute, r.direction) == task.HELD_OUT_INTENT for r in requests]
+    orders = [
+        (float(o), (r.attribute, r.direction) == task.HELD_OUT_INTENT)
+        for (_, o), r in zip(scored, requests, strict=True)
+    ]
     out = {
         "q": statistics.fmean(q for q, _ in scored),
-        "order": statistics.fmean(float(o) for _, o in scored),
-        "order_seen": _mean([float(o) for (_, o), u in zip(scored, unseen, strict=True) if not u]),
-        "order_unseen": _mean([float(o) for (_, o), u in zip(scored, unseen, strict=True) if u]),
+        "order": statistics.fmean(o for o, _ in orders),
+        "order_seen": _mean([o for o, unseen in orders if not unseen]),
+        "order_unseen": _mean([o for o, unseen in orders if unseen]),
     }
     out |= {f"plan_{k}": statistics.fmean(p[k] for p in plans) for k in plans[0]}
     return out
@@ -63,8 +66,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], requests: Sequence[task.Request
 
 def level_of(attribute: task.Attribute, image: Any) -> int:
     """The level (0-4) whose clean rendering measures nearest to the image: how the painter read a caption."""
-    measure = MEASURES[attribute.measure]
-    return min(range(5), key=lambda level: abs(measure(image) - _calibration(attribute.name)[level]))
+    measured, levels = MEASURES[attribute.measure](image), _calibration(attribute.name)
+    return min(range(5), key=lambda level: abs(measured - levels[level]))
 
 
 @functools.cache
