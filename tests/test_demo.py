@@ -29,11 +29,37 @@ def test_captions_parse_plans_match_the_pattern_and_levels_measure_in_order():
         assert task.caption(attribute, level, synonym) == text
     rng = random.Random(0)
     for request in task.requests("train")[:20]:
-        assert re.fullmatch(task.PATTERN, task.plan(request, rng))
+        assert re.fullmatch(task.INTENT_PATTERN, task.intent(request.attribute, request.direction))
+        assert re.fullmatch(task.PATTERN, task.plan(task.BY_NAME[request.attribute], request.direction, rng))
     generator = np.random.default_rng(0)
     for attribute in task.ATTRIBUTES:
         values = [MEASURES[attribute.measure](task.render(attribute, level, generator)) for level in range(5)]
         assert values == sorted(values) and min(np.diff(values)) > 0.03
+
+
+def test_the_base_writers_plans_follow_the_intent_or_its_ascending_habit_at_the_stated_rates():
+    """Shares over 20,000 plans against the hand-worked mixture: a random plan is strictly ordered one way
+    with probability C(5,3)/5^3 = 10/125."""
+    rng, disc = random.Random(0), task.BY_NAME["size"]
+    random_ordered = (1 - task.P_FOLLOW - task.P_HABIT) * 10 / 125
+    for direction, up, down in (
+        (1, task.P_FOLLOW + task.P_HABIT + random_ordered, random_ordered),
+        (-1, task.P_HABIT + random_ordered, task.P_FOLLOW + random_ordered),
+    ):
+        plans = [task.plan(disc, direction, rng) for _ in range(20_000)]
+        levels = [[task.parse(line)[1] for line in p.split("\n")] for p in plans]
+        assert np.mean([a < b < c for a, b, c in levels]) == pytest.approx(up, abs=0.012)
+        assert np.mean([a > b > c for a, b, c in levels]) == pytest.approx(down, abs=0.012)
+
+
+def test_the_painters_data_renders_synonyms_one_level_off_either_way_half_of_the_time():
+    from compound.demo.evaluate import level_of
+
+    generator, disc = np.random.default_rng(0), task.BY_NAME["size"]
+    read = [level_of(disc, task.painting("disc little", generator)) for _ in range(2000)]  # level 1
+    shares = [read.count(level) / len(read) for level in range(5)]
+    expected = [task.SYNONYM_OFF / 2, 1 - task.SYNONYM_OFF, task.SYNONYM_OFF / 2, 0, 0]
+    assert shares == pytest.approx(expected, abs=0.05)  # the jitter moves a few to a neighbour
 
 
 def test_a_perfect_sequence_scores_one_and_its_reverse_minus_one():

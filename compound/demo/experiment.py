@@ -27,7 +27,7 @@ class ProgressionSettings(Settings):
     learning_rates: dict[str, float] = field(
         default_factory=lambda: {"painter": 3e-5}  # 1e-4 damaged the painter; 1e-5 barely moved it
     )
-    pretrain: tuple[int, ...] = (1500, 1500)  # writer, painter steps
+    pretrain: tuple[int, ...] = (4000, 1500)  # writer, painter steps
     showcase: tuple[str, ...] = (
         "a disc expanding",
         "a scene getting darker",
@@ -61,7 +61,7 @@ class Progression(Task):
 
     def cache_key(self, settings: Settings) -> str:
         writer, painter = settings.pretrain
-        return f"progression-w{writer}-p{painter}-j{world.JITTER}"
+        return f"progression-intent-w{writer}-p{painter}-j{world.JITTER}"
 
     def pretrain(self, out: Path, steps: Sequence[int], seed: int = 0, quiet: bool = False) -> Path:
         from compound.demo.pretrain import pretrain
@@ -71,15 +71,19 @@ class Progression(Task):
     def system_file(self, out: Path, base: Path, settings: Settings) -> Path:
         assert isinstance(settings, ProgressionSettings)
         pattern = world.PATTERN.replace("\\", "\\\\")
+        plan_prompt = world.PLAN_PROMPT.replace("\n", "\\n")
         path = out / "progression.cmp"
         path.write_text(
-            "# compound's progression demo: a writer plans three scenes, a painter renders them.\n"
+            "# compound's progression demo: a writer names the intent and plans three scenes, a painter\n"
+            "# renders them.\n"
             "system progression\n\n"
             f'component writer  = causal_lm("{base / "writer"}")\n'
             f'component painter = diffusion("{base / "painter"}", steps={settings.denoising_steps}, '
             f"timesteps={settings.timesteps})\n\n"
             "input request : text\n\n"
-            f'plan     : text  ~ writer(request, template="{world.PROMPT.replace(chr(10), chr(92) + "n")}", '
+            f'intent   : text  ~ writer(request, template="{world.PROMPT}", max_new_tokens=6, '
+            f'pattern="{world.INTENT_PATTERN}")\n'
+            f'plan     : text  ~ writer(intent, template="{plan_prompt}", '
             f'max_new_tokens=24,\n                        pattern="{pattern}")\n'
             "scene[3] : text  = line(plan, i)\n"
             f"image[3] : image ~ painter(scene[i], weight={settings.painter_weight})\n\n"

@@ -1,13 +1,16 @@
 """Pretrain the progression task's base models: a tiny writer and a tiny painter, saved like real checkpoints.
 
 The writer is a GPT-2 (2 layers, 64 wide) with a byte-level BPE tokenizer fit to
-the task's texts, trained on request -> plan pairs from `progression.plan` (so
-it follows requests only some of the time). The painter is the project's
-`TinyDenoiser` with a one-layer CLIP text encoder, trained together on
-captions -> images from `progression.painting` (jittered levels, unreliable
-synonyms), epsilon prediction under a 1000-step cosine DDPM schedule. Both are
-saved with `save_pretrained` and load through `compound.load` like any
-checkpoint.
+the task's texts, trained on request -> intent and intent -> plan pairs (half
+each; plans from `progression.plan`, so they follow the intent only some of the
+time). The painter is the project's `TinyDenoiser` with a one-layer CLIP text
+encoder, trained together on captions -> images from `progression.painting`
+(jittered levels, unreliable synonyms), epsilon prediction under a 1000-step
+cosine DDPM schedule, with offset noise (`OFFSET_NOISE`) and sampled with
+trailing timesteps: without them a small model cannot set an image's mean
+brightness (the sky's levels came out compressed towards gray, each with twice
+the spread of its data). Both are saved with `save_pretrained` and load through
+`compound.load` like any checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from rich.progress import Progress
 from compound.demo import progression as task
 from compound.testing import byte_tokenizer, clip_text_encoder, gpt2
 
-WRITER_STEPS, PAINTER_STEPS = 800, 1500
+WRITER_STEPS, PAINTER_STEPS = 4000, 1500  # the writer's plan mixture needs 4000 (1500: 22% plans in order)
+OFFSET_NOISE = 0.1  # per-image shift of the training noise (Guttenberg 2023): lets the model move the mean
 MIN_PRETRAIN_STEPS = 4  # one-cycle schedules need a warm-up step and at least two to decay
 
 
@@ -54,6 +58,7 @@ def pretrain(
                 "painter_steps": painter_steps,
                 "seed": seed,
                 "jitter": task.JITTER,
+                "offset_noise": OFFSET_NOISE,
             }
         )
     )
@@ -65,7 +70,11 @@ def pretrain_writer(out: Path, steps: int, seed: int, progress: Progress, batch:
 
     def example(rng: random.Random) -> tuple[str, str]:
         request = rng.choice(pool)
-        return task.PROMPT.format(request=request.text), task.plan(request, rng)
+        if rng.random() < 0.5:
+            return task.PROMPT.format(request=request.text), task.intent(request.attribute, request.direction)
+        attribute, direction = task.BY_NAME[request.attribute], rng.choice((1, -1))
+        prompt = task.PLAN_PROMPT.format(intent=task.intent(attribute.name, direction))
+        return prompt, task.plan(attribute, direction, rng)
 
     tokenizer = byte_tokenizer(task.corpus(), vocab_size=512)
     train_lm(out, tokenizer, example, steps, seed, progress, "the writer", batch=batch)
@@ -130,8 +139,11 @@ def pretrain_painter(
     denoiser = TinyDenoiser(
         sample_size=task.SIZE, in_channels=1, out_channels=1, channels=(32, 64), cross_attention_dim=32
     )
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon"
+    scheduler = DDPMScheduler(  # trailing: sampling starts from pure noise (t = 999), not from t = 950
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        timestep_spacing="trailing",
     )
     rng = np.random.default_rng(seed)
     texts = task.captions()
@@ -152,6 +164,7 @@ def pretrain_painter(
         clean = images[pick]
         hidden = encoder(ids[torch.from_numpy(which)[pick]])[0]
         noise = torch.randn(clean.shape, generator=generator)
+        noise = noise + OFFSET_NOISE * torch.randn((batch, 1, 1, 1), generator=generator)
         t = torch.randint(0, 1000, (batch,), generator=generator)
         predicted = denoiser(scheduler.add_noise(clean, noise, t), t, encoder_hidden_states=hidden).sample
         loss = (predicted - noise).pow(2).mean()

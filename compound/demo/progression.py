@@ -1,9 +1,10 @@
 """The progression task of the paper's first experiment, at a size two CPU cores can run.
 
 A request asks for three images in which one visual attribute progresses: a
-disc growing, a sky darkening, a dot moving right. The writer plans three
-captions ("disc tiny", "disc medium", "disc huge"); the painter renders each as
-a 16x16 grayscale image; the attribute is measured exactly on each image:
+disc growing, a sky darkening, a dot moving right. The writer first names the
+intent ("disc up", "sky down"), then plans three captions for it ("disc tiny",
+"disc medium", "disc huge"); the painter renders each as a 16x16 grayscale
+image; the attribute is measured exactly on each image:
 
 | attribute | noun | levels (canonical words) | synonyms | measure |
 |---|---|---|---|---|
@@ -16,18 +17,23 @@ preference score q and order consistency.
 
 Both components are imperfect in ways preference training can fix:
 
-- the writer was pretrained on plans that follow the request only some of the
-  time (otherwise three random levels), and in canonical words or synonyms
-  alike;
+- the writer names intents right, but was pretrained on plans that follow the
+  intent only `P_FOLLOW` of the time; `P_HABIT` of the time it lists levels
+  in ascending order whatever the intent (as language models list "small,
+  medium, large"), else three random levels; in canonical words or synonyms
+  alike. So its failures depend on the request, as in the paper (32% before
+  alignment, 67% best-of-4, where failures independent of the request would
+  give 79%): fewer than a third of its plans for a decreasing request are in
+  order, so sampling it again helps less there;
 - the painter was pretrained on renderings that are right for most captions but
-  off by one level for some: a synonym half of the time (`SYNONYM_OFF`), and the
+  one level off for some: a synonym half of the time (`SYNONYM_OFF`), and the
   middle level ("disc medium", "sky gray", "dot center"), which even plans
   need, `MIDDLE_OFF` of the time; every level jitters a little (`JITTER`).
 
-So the writer can learn to order its plans and to prefer the words the painter
-renders well, but it cannot avoid the middle level without giving up even
-spacing; the painter can learn to render its unreliable captions at the right
-level. The preferences credit both, and either alone fixes only part.
+So the writer can learn to follow the intent it names, for every intent at
+once (the plan depends on the intent, not on the request's wording), and to
+prefer the words the painter renders well; the painter can learn to render its
+unreliable captions at the right level. The preferences credit both.
 """
 
 from __future__ import annotations
@@ -143,18 +149,26 @@ PATTERN = (
     + "|".join(f"{a.noun} (?:{'|'.join(a.levels + a.synonyms)})" for a in ATTRIBUTES)
     + ")){2}"
 )
-PROMPT = "Three scenes, {request}:\n"
+PROMPT = "Three scenes, {request}. Intent: "
+PLAN_PROMPT = "Plan for {intent}:\n"
+INTENT_PATTERN = "(?:" + "|".join(a.noun for a in ATTRIBUTES) + ") (?:up|down)"
+P_FOLLOW, P_HABIT = 0.25, 0.3
 
 
 # ---------------------------------------------------------------- the writer's imperfect plans
 
 
-def plan(request: Request, rng: random.Random, p_follow: float = 0.5, p_synonym: float = 0.5) -> str:
-    """A plan as the base writer learned to write them: following the request with probability
-    `p_follow` (three distinct levels in the requested order), else three random levels."""
-    attribute = BY_NAME[request.attribute]
-    if rng.random() < p_follow:
-        levels = sorted(rng.sample(range(5), 3), reverse=request.direction < 0)
+def intent(attribute: str, direction: int) -> str:
+    """The writer's first output: what the request asks for, in two words ("disc up", "dot down")."""
+    return f"{BY_NAME[attribute].noun} {'up' if direction > 0 else 'down'}"
+
+
+def plan(attribute: Attribute, direction: int, rng: random.Random, p_synonym: float = 0.5) -> str:
+    """A plan as the base writer learned to write them for an intent: three distinct levels in its order
+    (`P_FOLLOW`), or ascending whatever the intent (`P_HABIT`), else three random levels."""
+    draw = rng.random()
+    if draw < P_FOLLOW + P_HABIT:
+        levels = sorted(rng.sample(range(5), 3), reverse=draw < P_FOLLOW and direction < 0)
     else:
         levels = [rng.randrange(5) for _ in range(3)]
     return "\n".join(caption(attribute, level, rng.random() < p_synonym) for level in levels)
@@ -183,14 +197,14 @@ def render(attribute: Attribute, level: float, rng: np.random.Generator) -> Imag
 
 def painting(text: str, rng: np.random.Generator) -> Image.Image:
     """A training image for a caption, imperfect as the painter's data was: a synonym, or the middle
-    level, is rendered one level off (towards the middle for extreme synonyms) some of the time."""
+    level, is rendered one level off (either way; inwards at the ends) some of the time."""
     parsed = parse(text)
     if parsed is None:
         raise ValueError(f"not a caption of the task: {text!r}")
     attribute, level, synonym = parsed
     off = SYNONYM_OFF if synonym else MIDDLE_OFF if level == 2 else 0.0
     if rng.random() < off:
-        level = level + (rng.choice([-1, 1]) if level == 2 else 1 if level < 2 else -1)
+        level = level + (1 if level == 0 else -1 if level == 4 else rng.choice([-1, 1]))
     return render(attribute, level + rng.normal(0, JITTER), rng)
 
 
@@ -206,4 +220,5 @@ def corpus() -> list[str]:
         for r in a.up + a.down
         for p in (*PREFIXES, HELD_OUT_PREFIX)
     ]
+    texts += [PLAN_PROMPT.format(intent=intent(a.name, d)) for a in ATTRIBUTES for d in (1, -1)]
     return texts + captions() + ["\n".join(captions())]
