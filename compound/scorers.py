@@ -63,19 +63,23 @@ def area(image: Any) -> float:
 
 
 def _centroid(image: Any, axis: int) -> float:
+    """The centroid of what stands out from the background: intensity above the image's median, so that
+    a uniform (or noisy) background does not pull the position toward the middle; the middle if nothing
+    stands out."""
     pixels = _pixels(image)
+    pixels = np.clip(pixels - np.median(pixels), 0.0, None)
     weights = pixels / pixels.sum() if pixels.sum() > 0 else np.full_like(pixels, 1 / pixels.size)
     positions = np.arange(pixels.shape[axis]) / max(1, pixels.shape[axis] - 1)
     return float((weights.sum(axis=1 - axis) * positions).sum())
 
 
 def x(image: Any) -> float:
-    """Horizontal position of the intensity's centroid, 0 (left) to 1 (right)."""
+    """Horizontal position of the bright foreground's centroid, 0 (left) to 1 (right)."""
     return _centroid(image, 1)
 
 
 def y(image: Any) -> float:
-    """Vertical position of the intensity's centroid, 0 (top) to 1 (bottom)."""
+    """Vertical position of the bright foreground's centroid, 0 (top) to 1 (bottom)."""
     return _centroid(image, 0)
 
 

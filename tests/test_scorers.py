@@ -27,6 +27,8 @@ def test_measures_are_exact_on_known_images():
     disc[4:8, 2:6] = 255  # 16 bright pixels of 256, centred at column 3.5
     assert area(Image.fromarray(disc)) == 16 / 256
     assert x(Image.fromarray(disc)) == pytest.approx(3.5 / 15)
+    disc[disc == 0] = 77  # a gray background: the position is still the disc's (the intensity centroid
+    assert x(Image.fromarray(disc)) == pytest.approx(3.5 / 15)  # would be pulled to 7.0 / 15)
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ class Progression(Task):
 
     def cache_key(self, settings: Settings) -> str:
         writer, painter = settings.pretrain
-        return f"progression-intent-w{writer}-p{painter}-j{world.JITTER}"
+        return f"progression-intent-w{writer}-p{painter}-j{world.JITTER}-f{world.P_FOLLOW}-h{world.P_HABIT}"
 
     def pretrain(self, out: Path, steps: Sequence[int], seed: int = 0, quiet: bool = False) -> Path:
         from compound.demo.pretrain import pretrain

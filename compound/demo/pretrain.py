@@ -59,6 +59,8 @@ def pretrain(
                 "seed": seed,
                 "jitter": task.JITTER,
                 "offset_noise": OFFSET_NOISE,
+                "p_follow": task.P_FOLLOW,
+                "p_habit": task.P_HABIT,
             }
         )
     )
