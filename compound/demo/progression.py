@@ -28,7 +28,7 @@ Both components are imperfect in ways preference training can fix:
   sampling it again helps little there. The two rates were set, before any
   training, so that the base system and best-of-4 land near the paper's 32%
   and 67% (with the painter rendering ~85% of in-order plans in order:
-  single sample 0.54 and 0.11, best of four 0.95 and 0.37);
+  single sample 0.54 and 0.11, best of four 0.95 and 0.38);
 - the painter was pretrained on renderings that are right for most captions but
   one level off for some: a synonym half of the time (`SYNONYM_OFF`), and the
   middle level ("disc medium", "sky gray", "dot center"), which even plans
