@@ -339,6 +339,9 @@ def pairs(
         str, typer.Option(help="best-worst: one pair per input; all: every better-worse pair.")
     ] = "best-worst",
     min_gap: Annotated[float, typer.Option(help="Smallest score gap that makes a pair.")] = 0.0,
+    min_chosen: Annotated[
+        float | None, typer.Option(help="Smallest score of a pair's preferred sample (default: any).")
+    ] = None,
 ) -> None:
     """Pair the scored samples of each input into preference rows for `compound train`."""
     import json
@@ -353,7 +356,7 @@ def pairs(
             saved.score(found, find_scorer(scorer, **_options(option)))
         elif any(s.score is None for s in found):
             raise CompoundError([Diagnostic("error", "config", "the samples have no scores: give --scorer")])
-        made = saved.pairs(found, strategy, min_gap, relative_to=out.resolve().parent)
+        made = saved.pairs(found, strategy, min_gap, relative_to=out.resolve().parent, min_chosen=min_chosen)
     except CompoundError as e:
         raise _fail(e) from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -361,7 +364,9 @@ def pairs(
     gaps = made.gaps or [0.0]
     err.print(
         f"{len(made.pairs)} pairs from {len(found)} samples of {made.inputs} inputs "
-        f"({made.without_pair} inputs without a pair: equal scores or gap < {min_gap}); score gap mean "
+        f"({made.without_pair} inputs without a pair: equal scores, gap < {min_gap}"
+        + ("" if min_chosen is None else f" or best < {min_chosen}")
+        + "); score gap mean "
         f"{statistics.fmean(gaps):.3f}, min {min(gaps):.3f}, max {max(gaps):.3f}; wrote {out}"
     )
 

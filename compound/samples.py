@@ -5,7 +5,8 @@
 DIR/images/ and referred to by path relative to DIR), DIR/contact.png and
 DIR/contact.html. `compound pairs` reads it back, scores the rows, and pairs the
 samples of each input (best against worst, or every better-worse pair whose
-score gap is at least `min_gap`) into DESIGN.md's preference rows.
+score gap is at least `min_gap` and whose preferred sample scores at least
+`min_chosen`) into DESIGN.md's preference rows.
 """
 
 from __future__ import annotations
@@ -140,10 +141,13 @@ def pairs(
     strategy: str = "best-worst",
     min_gap: float = 0.0,
     relative_to: Path | None = None,
+    min_chosen: float | None = None,
 ) -> Pairing:
     """Preference rows from scored samples: per input, best against worst (`best-worst`) or every
     pair with a higher and a lower score (`all`); only pairs whose score gap is at least `min_gap`
-    (and above 0). Image paths are written relative to `relative_to` when given."""
+    (and above 0) and, when given, whose preferred sample scores at least `min_chosen` (a pair whose
+    better side is still a failure teaches only what to avoid). Image paths are written relative to
+    `relative_to` when given."""
     if strategy not in ("best-worst", "all"):
         raise CompoundError([Diagnostic("error", "config", f"strategy {strategy!r}: use best-worst or all")])
     out, gaps, without = [], [], 0
@@ -155,7 +159,12 @@ def pairs(
             if strategy == "best-worst"
             else [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :]]
         )
-        kept = [(a, b) for a, b in candidates if (a.score or 0.0) - (b.score or 0.0) >= max(min_gap, 1e-12)]
+        kept = [
+            (a, b)
+            for a, b in candidates
+            if (a.score or 0.0) - (b.score or 0.0) >= max(min_gap, 1e-12)
+            and (min_chosen is None or (a.score or 0.0) >= min_chosen)
+        ]
         without += not kept
         for a, b in kept:
             gaps.append((a.score or 0.0) - (b.score or 0.0))

@@ -61,6 +61,9 @@ def test_sample_then_pairs_then_train_on_the_storyboard_example(tmp_path):
         chosen = next(s for s in by_id.values() if s["values"]["plan"] == pair["chosen"]["plan"])
         assert chosen["score"] == max(scores) > min(scores)
         assert pair["chosen"]["image"][0].startswith("../samples/images/")
+    strict = invoke("pairs", tmp_path / "samples", "--out", tmp_path / "none.jsonl", "--min-chosen", 1.5)
+    assert "0 pairs from 6 samples of 2 inputs (2 inputs without a pair: " in strict.stderr  # q is at most 1
+    assert "or best < 1.5" in strict.stderr and (tmp_path / "none.jsonl").read_text() == ""
 
     invoke(
         "train",
@@ -138,3 +141,30 @@ def test_training_on_output_only_rows_and_on_full_rows_both_learn(tiny, tmp_path
         assert after["accuracy"] >= 0.75 and after["margin"] > 0, (sampling, after)
     plans = {a["plan"] for _, found in trainer.store.values() for a in found}
     assert plans and all(p.startswith("disc ") and "\ndisc " in p for p in plans)  # the pattern held
+
+
+def test_pairs_keep_only_groups_whose_preferred_sample_reaches_min_chosen():
+    from compound.samples import Sample, pairs
+
+    def group(name, scores):
+        return [
+            Sample(f"{name}-{i}", {"request": name}, {"plan": f"{name} {s}"}, s) for i, s in enumerate(scores)
+        ]
+
+    samples = group("a", [0.9, -1.0, 0.2]) + group("b", [0.25, -1.0, 0.0]) + group("c", [0.6, 0.6])
+    plain = pairs(samples)
+    assert [(p["chosen"]["plan"], p["rejected"]["plan"]) for p in plain.pairs] == [
+        ("a 0.9", "a -1.0"),
+        ("b 0.25", "b -1.0"),
+    ]  # c's scores tie
+    kept = pairs(samples, min_chosen=0.5)
+    assert [(p["chosen"]["plan"], p["rejected"]["plan"]) for p in kept.pairs] == [("a 0.9", "a -1.0")]
+    assert kept.without_pair == 2 and kept.gaps == [1.9]
+    every = pairs(samples, "all", min_chosen=0.2)  # a: 0.9 > 0.2 > -1.0; b: only 0.25 reaches 0.2
+    assert sorted((p["chosen"]["plan"], p["rejected"]["plan"]) for p in every.pairs) == [
+        ("a 0.2", "a -1.0"),
+        ("a 0.9", "a -1.0"),
+        ("a 0.9", "a 0.2"),
+        ("b 0.25", "b -1.0"),
+        ("b 0.25", "b 0.0"),
+    ]

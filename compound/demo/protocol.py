@@ -6,7 +6,7 @@
    package ships).
 2. Pairs: the base system samples `samples` rows per training request, `rounds`
    times; the task's scorer scores them; each group's best is paired against
-   its worst.
+   its worst (if the best scores at least `min_chosen`, when a task sets it).
 3. Methods on held-out requests, all with the same pairs, settings and
    evaluation draws: the system before alignment, best-of-4 (the scorer picks),
    each component trained alone, and SysDPO (all jointly); a task may add
@@ -86,6 +86,7 @@ class Settings:
     seeds: tuple[int, ...] = (0, 1, 2)
     samples: int = 4  # per training request, to pair best against worst
     rounds: int = 1  # times each training request is sampled (and paired) anew
+    min_chosen: float | None = None  # pair a group only when its best scores at least this (None: always)
     eval_samples: int = 4  # per held-out request and method
     steps: int = 200
     batch_size: int = 16
@@ -199,7 +200,7 @@ def make_pairs(
             for j, (r, row, q) in enumerate(scored)
         ]
     written = write(samples, folder / "samples")
-    made = pairs(read(written.parent), "best-worst", 1e-6, relative_to=folder)
+    made = pairs(read(written.parent), "best-worst", 1e-6, relative_to=folder, min_chosen=settings.min_chosen)
     if not made.pairs:
         raise CompoundError(
             [
@@ -207,7 +208,7 @@ def make_pairs(
                     "error",
                     "config",
                     f"the base system's {len(samples)} samples gave no preference pair: every request's "
-                    "samples scored the same (are the base models pretrained?)",
+                    "samples scored the same or below min_chosen (are the base models pretrained?)",
                 )
             ]
         )
