@@ -89,6 +89,8 @@ def test_quick_demo_writes_every_artifact(tmp_path):
         numbers = re.findall(r"-?\d+(?:\.\d+)?", row.split("|", 2)[2])
         assert len(numbers) == 6 and all(math.isfinite(float(n)) for n in numbers)
     assert "compound demo progression --quick`" in text
+    pairs_line = r"Pairs per seed: seed 0: \d+ \(images at their caption's level: chosen \d+%, rejected \d+%"
+    assert re.search(pairs_line, text)
     assert (tmp_path / "demo" / "grid.png").read_bytes().startswith(b"\x89PNG")
     for run_dir in ("writer-only", "painter-only", "sysdpo-joint"):
         assert (tmp_path / "demo" / "seed-0" / run_dir / "report" / "loss.png").exists()
@@ -155,3 +157,27 @@ def test_a_painter_that_renders_exactly_has_fidelity_one_and_one_a_level_off_zer
         ("all", "canonical", "middle", "synonyms"), 1.0
     )
     assert fidelity(Renderer(off=True), draws=2)["all"] == 0.0
+
+
+def test_pair_fidelity_counts_the_images_at_their_captions_level_on_each_side(tmp_path):
+    """Two pairs, hand-worked: chosen images all at their caption's level (6 of 6); rejected ones at it
+    for the first pair's three and one of the second's (4 of 6)."""
+    from compound.demo.evaluate import pair_fidelity
+
+    generator, disc = np.random.default_rng(0), task.BY_NAME["size"]
+    plan = "disc tiny\ndisc medium\ndisc huge"
+
+    def side(name: str, levels: tuple[int, ...]) -> dict:
+        paths = []
+        for k, level in enumerate(levels):
+            task.render(disc, level, generator).save(tmp_path / f"{name}-{k}.png")
+            paths.append(f"{name}-{k}.png")
+        return {"plan": plan, "image": paths}
+
+    pairs = [
+        {"input": {}, "chosen": side("c0", (0, 2, 4)), "rejected": side("r0", (0, 2, 4))},
+        {"input": {}, "chosen": side("c1", (0, 2, 4)), "rejected": side("r1", (1, 2, 3))},
+    ]
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    assert pair_fidelity(prefs) == {"chosen": 1.0, "rejected": pytest.approx(4 / 6)}

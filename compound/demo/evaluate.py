@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,3 +97,20 @@ def fidelity(painter: Any, draws: int = 24, seed: int = 7, steps: int = 20) -> d
         hits["all"].append(hit)
         hits["synonyms" if synonym else "middle" if level == 2 else "canonical"].append(hit)
     return {k: statistics.fmean(v) for k, v in hits.items()}
+
+
+def pair_fidelity(prefs: Path) -> dict[str, float]:
+    """Share of the chosen and of the rejected images measured at their caption's level, over a preference
+    file's pairs: the painter's only signal in system pairs is the gap between the two, since DPO raises the
+    chosen images' likelihood and lowers the rejected ones' given their captions."""
+    from PIL import Image
+
+    hits: dict[str, list[float]] = {"chosen": [], "rejected": []}
+    for line in prefs.read_text().splitlines():
+        pair = json.loads(line)
+        for side, found in hits.items():
+            for text, path in zip(pair[side]["plan"].split("\n"), pair[side]["image"], strict=True):
+                attribute, level, _ = task.parse(text)  # type: ignore[misc]
+                with Image.open(prefs.parent / path) as image:
+                    found.append(float(level_of(attribute, image) == level))
+    return {side: statistics.fmean(found) for side, found in hits.items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compound.demo import progression as world
-from compound.demo.evaluate import score, summarize
+from compound.demo.evaluate import pair_fidelity, score, summarize
 from compound.demo.protocol import Column, Settings, Task, paper_methods
 
 
@@ -95,6 +95,12 @@ class Progression(Task):
             "output image\n"
         )
         return path
+
+    def describe_pairs(self, prefs: Path) -> str:
+        found = pair_fidelity(prefs)
+        return (
+            f"images at their caption's level: chosen {found['chosen']:.0%}, rejected {found['rejected']:.0%}"
+        )
 
     def requests(self, split: str) -> list[world.Request]:
         return world.requests(split)

@@ -142,6 +142,11 @@ class Task(ABC):
     def cache_key(self, settings: Settings) -> str:
         return f"{self.name}-" + "-".join(map(str, settings.pretrain))
 
+    def describe_pairs(self, prefs: Path) -> str:
+        """What the pairs hold for each component, in a few words for RESULTS.md (e.g. how faithful the
+        chosen and the rejected images are); empty when the task has nothing to say."""
+        return ""
+
 
 def base_models(task: Task, settings: Settings, cache: str | Path | None, console: Console) -> Path:
     """The task's pretrained models: the shipped small ones (quick), or pretrained once and cached."""
@@ -258,6 +263,7 @@ def run(
     if settings.eval_requests:
         held = random.Random(1).sample(held, settings.eval_requests)
     results: dict[str, list[dict[str, float]]] = {m.name: [] for m in task.methods}
+    made: dict[int, str] = {}  # per seed: the number of pairs, and what the task says of them
     shown: dict[str, list[dict[str, Any]]] = {}
     showcase = [r for r in held if r.text in settings.showcase]
     for seed in settings.seeds:
@@ -268,8 +274,10 @@ def run(
             f"{settings.samples} samples x {settings.rounds} rounds"
         )
         prefs, count = make_pairs(task, base, train_requests, settings, seed, folder)
+        described = task.describe_pairs(prefs)
+        made[seed] = f"{count}" + (f" ({described})" if described else "")
         console.print(
-            f"  {count} pairs; evaluating on {len(held)} held-out requests x {settings.eval_samples}"
+            f"  {made[seed]} pairs; evaluating on {len(held)} held-out requests x {settings.eval_samples}"
         )
         for method in task.methods:
             system = base
@@ -303,9 +311,11 @@ def run(
     showing = task.show(shown, showcase, out) if showcase else ""
     minutes = (time.perf_counter() - started) / 60
     path = out / "RESULTS.md"
-    path.write_text(results_md(task, results, settings, minutes, showing, len(train_requests), len(held)))
+    path.write_text(
+        results_md(task, results, settings, minutes, showing, len(train_requests), len(held), made)
+    )
     (out / "results.json").write_text(
-        json.dumps({"settings": asdict(settings), "results": results}, indent=2)
+        json.dumps({"settings": asdict(settings), "results": results, "pairs": made}, indent=2)
     )
     console.print(f"wrote {path} ({minutes:.1f} minutes)")
     return path
@@ -319,6 +329,7 @@ def results_md(
     showing: str,
     train: int,
     held: int,
+    made: Mapping[int, str],
 ) -> str:
     def cell(method: str, column: Column) -> str:
         (scale, unit), digits = (100, "%") if column.percent else (1, ""), column.digits
@@ -344,6 +355,7 @@ def results_md(
         f"against worst); evaluation on {held} held-out requests x {settings.eval_samples} samples, the same "
         f"draws for every method. Mean{' ± standard deviation' if len(settings.seeds) > 1 else ''} "
         f"over seeds {' '.join(map(str, settings.seeds))}.",
+        "Pairs per seed: " + "; ".join(f"seed {seed}: {text}" for seed, text in made.items()) + ".",
         "",
         "| method | " + " | ".join(c.header for c in task.columns) + " |",
         "|---|" + "---|" * len(task.columns),
