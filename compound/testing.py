@@ -166,7 +166,16 @@ def tiny_diffusion(
         beta_schedule="squaredcos_cap_v2",
         prediction_type=prediction_type,
     )
-    model.save_pretrained(path / "unet")
+    save_pipeline(path, model, unet_entry, scheduler, text_encoder, tokenizer)
+    return path
+
+
+def save_pipeline(
+    path: Path, unet: Any, unet_entry: list[str], scheduler: Any, text_encoder: Any, tokenizer: Any
+) -> None:
+    """Save a denoiser, its DDPM scheduler, CLIP text encoder and tokenizer as a diffusers pipeline folder
+    (`model_index.json` naming each part), the layout the `diffusion` backend loads."""
+    unet.save_pretrained(path / "unet")
     scheduler.save_pretrained(path / "scheduler")
     text_encoder.save_pretrained(path / "text_encoder")
     tokenizer.save_pretrained(path / "tokenizer")
@@ -178,7 +187,6 @@ def tiny_diffusion(
         "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
     }
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
-    return path
 
 
 def tiny_models(cmp_file: str | Path, corpus: Sequence[str] = CORPUS, seed: int = 0) -> None:

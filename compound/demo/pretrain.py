@@ -26,7 +26,7 @@ import torch
 from rich.progress import Progress
 
 from compound.demo import progression as task
-from compound.testing import byte_tokenizer, clip_text_encoder, gpt2
+from compound.testing import byte_tokenizer, clip_text_encoder, gpt2, save_pipeline
 
 WRITER_STEPS, PAINTER_STEPS = 4000, 1500  # at 1500 the writer's plans followed the intent half as often
 OFFSET_NOISE = 0.1  # per-image shift of the training noise (Guttenberg 2023): lets the model move the mean
@@ -176,15 +176,4 @@ def pretrain_painter(
         schedule.step()
         optimizer.zero_grad()
         progress.update(task_id, advance=1, description=f"pretraining the painter (loss {loss.item():.4f})")
-    denoiser.save_pretrained(out / "unet")
-    scheduler.save_pretrained(out / "scheduler")
-    encoder.save_pretrained(out / "text_encoder")
-    tokenizer.save_pretrained(out / "tokenizer")
-    index = {
-        "_class_name": "CompoundDiffusion",
-        "unet": ["compound", "TinyDenoiser"],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-    }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    save_pipeline(out, denoiser, ["compound", "TinyDenoiser"], scheduler, encoder, tokenizer)
