@@ -42,6 +42,16 @@ def test_wheel_puts_no_generic_top_level_names_into_site_packages(wheel):
     assert not any(n.startswith(("grammar/", "backends/", "tests/", "examples/")) for n in names)
 
 
+def test_wheel_ships_the_quick_demos_base_checkpoints(wheel):
+    """`compound demo --quick` starts from them; they are package data in folders that setuptools sees as
+    namespace packages (its build warns so), which a change in its discovery could silently drop."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = ROOT / "compound" / "demo" / "base"
+    files = [f.relative_to(ROOT).as_posix() for f in shipped.rglob("*") if f.is_file()]
+    assert any(f.endswith("diffusion_pytorch_model.safetensors") for f in files)
+    assert set(files) <= names
+
+
 def test_installed_wheel_compiles_without_the_source_tree(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(
