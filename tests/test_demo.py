@@ -181,3 +181,13 @@ def test_pair_fidelity_counts_the_images_at_their_captions_level_on_each_side(tm
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     assert pair_fidelity(prefs) == {"chosen": 1.0, "rejected": pytest.approx(4 / 6)}
+
+
+@pytest.mark.parametrize("name", ["progression", "moa", "moa2"])
+def test_every_showcased_request_is_held_out(name):
+    """The grid shows held-out requests only; one named from another split would silently drop out."""
+    from compound.demo import demo_task
+
+    demo = demo_task(name)
+    shown = demo.settings(quick=False, seeds=None).showcase
+    assert shown and set(shown) <= {r.text for r in demo.requests("held")}

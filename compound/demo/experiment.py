@@ -33,9 +33,9 @@ class ProgressionSettings(Settings):
         default_factory=lambda: {"painter": 3e-5}  # 1e-4 damaged the painter; 1e-5 barely moved it
     )
     pretrain: tuple[int, ...] = (4000, 1500)  # writer, painter steps
-    showcase: tuple[str, ...] = (
+    showcase: tuple[str, ...] = (  # held-out requests: one per attribute, and the intent no pair asks for
         "a disc expanding",
-        "a scene getting darker",
+        "the light fading",
         "a dot moving left",
         "picture a dot drifting rightward",
     )

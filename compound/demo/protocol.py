@@ -266,6 +266,9 @@ def run(
     made: dict[int, str] = {}  # per seed: the number of pairs, and what the task says of them
     shown: dict[str, list[dict[str, Any]]] = {}
     showcase = [r for r in held if r.text in settings.showcase]
+    if len(showcase) < len(settings.showcase):  # e.g. when scoring on the validation split
+        missing = sorted(set(settings.showcase) - {r.text for r in showcase})
+        console.print(f"not shown (not among the requests scored on): {', '.join(map(repr, missing))}")
     for seed in settings.seeds:
         folder = out / f"seed-{seed}"
         base = load(cmp)
