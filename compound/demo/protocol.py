@@ -278,9 +278,10 @@ def run(
         )
         prefs, count = make_pairs(task, base, train_requests, settings, seed, folder)
         described = task.describe_pairs(prefs)
-        made[seed] = f"{count}" + (f" ({described})" if described else "")
+        detail = f" ({described})" if described else ""
+        made[seed] = f"{count}{detail}"
         console.print(
-            f"  {made[seed]} pairs; evaluating on {len(held)} held-out requests x {settings.eval_samples}"
+            f"  {count} pairs{detail}; evaluating on {len(held)} held-out requests x {settings.eval_samples}"
         )
         for method in task.methods:
             system = base
