@@ -9,14 +9,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install graphviz bench lint clean real
+.PHONY: demo test install graphviz bench lint typecheck clean real
 
 demo: install graphviz
 	$(BIN)/compound check examples/*.cmp
 	$(BIN)/compound compile examples/storyboard.cmp --viz out/storyboard.svg
 	$(BIN)/compound demo --out runs/demo
 
-test: install graphviz
+test: lint typecheck graphviz
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 install: $(STAMP)
@@ -49,8 +49,19 @@ bench: install
 	$(BIN)/python bench/compile_scale.py
 
 lint: install
-	$(BIN)/ruff check compound backends grammar tests bench examples
-	$(BIN)/ruff format --check compound backends grammar tests bench examples
+	$(BIN)/ruff check compound backends grammar demos tests bench examples
+	$(BIN)/ruff format --check compound backends grammar demos tests bench examples
+
+# mypy sees the packages as installed: compound/ with backends/ and grammar/ inside, compound_demos/.
+TYPECHECK := build/typecheck
+typecheck: install
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	cp -as "$(CURDIR)/compound" $(TYPECHECK)/compound
+	ln -s "$(CURDIR)/backends" $(TYPECHECK)/compound/backends
+	ln -s "$(CURDIR)/grammar" $(TYPECHECK)/compound/grammar
+	ln -s "$(CURDIR)/demos" $(TYPECHECK)/compound_demos
+	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" \
+	  --cache-dir .mypy_cache -p compound -p compound_demos
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

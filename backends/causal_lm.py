@@ -39,9 +39,10 @@ import torch
 from torch import nn
 
 from compound import ir
-from compound.backends import Signature
-from compound.backends.base import Backend, dtype_option, load_failed, load_trained, lora, resolve
+from compound.backends import BUILTIN
+from compound.backends.base import Backend, int_option, load_failed
 from compound.backends.decoding import RegexConstraint, diverse_beams
+from compound.backends.loading import dtype_option, lora, resolve
 
 
 @dataclass(frozen=True)
@@ -61,24 +62,8 @@ class Tokens:
 
 
 class CausalLM(Backend):
-    kind = "causal_lm"
-    signature = Signature(("text",), "text", variadic=True)
+    spec = BUILTIN["causal_lm"]
     exact = True
-    sampling = frozenset(
-        {
-            "pattern",
-            "choice",
-            "max_new_tokens",
-            "min_new_tokens",
-            "do_sample",
-            "temperature",
-            "top_k",
-            "top_p",
-            "num_beams",
-            "repetition_penalty",
-            "eos_token_id",
-        }
-    )
 
     def __init__(
         self, component: ir.Component, model: nn.Module, tokenizer: Any, reference: str | None = None
@@ -89,7 +74,7 @@ class CausalLM(Backend):
             raise self.error("its tokenizer has no EOS token; completions end with EOS, so set one")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        self.max_length = int(component.options.get("max_length", context or 1_000_000))
+        self.max_length = int_option(component, component.options, "max_length", int(context or 1_000_000))
         self.chat = bool(component.options.get("chat", False))
         self.system_prompt = component.options.get("system")
         if self.chat and not getattr(tokenizer, "chat_template", None):
@@ -107,9 +92,7 @@ class CausalLM(Backend):
         )
 
     @classmethod
-    def load(
-        cls, component: ir.Component, root: Path, weights: Path | None = None, reference: str | None = None
-    ) -> CausalLM:
+    def load(cls, component: ir.Component, root: Path, reference: str | None = None) -> CausalLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = resolve(component, root)
@@ -118,7 +101,7 @@ class CausalLM(Backend):
         gguf = {"gguf_file": str(options["gguf_file"])} if "gguf_file" in options else {}
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs, **gguf)
-            model = AutoModelForCausalLM.from_pretrained(
+            model: nn.Module = AutoModelForCausalLM.from_pretrained(
                 source, dtype=dtype_option(component), **kwargs, **gguf
             )
         except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
@@ -129,15 +112,6 @@ class CausalLM(Backend):
             )
             raise load_failed(component, source, what, e) from None
         model = lora(model, component, cls.lora_targets)
-        if weights is not None:
-            model = load_trained(
-                model,
-                weights,
-                component,
-                lambda path: AutoModelForCausalLM.from_pretrained(
-                    path, dtype=dtype_option(component), **kwargs
-                ),
-            )
         backend = cls(component, model, tokenizer, reference)
         backend.source = source
         return backend
@@ -215,7 +189,7 @@ class CausalLM(Backend):
         if choices is not None:
             return [choices[int(i)] for i in self._pick(conditions, choices, 1, options, generator)[:, 0]]
         settings = {"max_new_tokens": 64, "do_sample": True, "temperature": 1.0, "top_k": 0} | {
-            k: v for k, v in options.items() if k not in ("pattern", "choice")
+            k: v for k, v in options.items() if k not in ("pattern", "choice", "diversity")
         }
         constraint = self._constraint(options)
         device = next(self.model.parameters()).device
@@ -241,7 +215,8 @@ class CausalLM(Backend):
                     torch.no_grad(),
                 ):
                     torch.manual_seed(seed)
-                    generated = self.model.generate(**batch, pad_token_id=self.pad_id, **settings)
+                    lm: Any = self.model
+                    generated = lm.generate(**batch, pad_token_id=self.pad_id, **settings)
                 new = generated[:, batch["input_ids"].shape[1] :]
                 out += [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
         finally:
@@ -296,12 +271,13 @@ class CausalLM(Backend):
         return RegexConstraint(str(pattern), self.tokenizer, self.tokenizer.eos_token_id) if pattern else None
 
     def save_pretrained(self, path: Path) -> None:
-        self.model.save_pretrained(path, safe_serialization=True)
+        super().save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
     def export(self, path: Path, merge: bool = True) -> None:
         """A transformers folder (AutoModelForCausalLM), or a PEFT adapter on its base with `merge=False`."""
-        self.merged(merge).save_pretrained(path, safe_serialization=True)
+        merged: Any = self.merged(merge)
+        merged.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
 
 

@@ -7,7 +7,7 @@
   which left transformers' core: beams in G groups; each group's choice of the
   next token is penalised by `diversity` for every earlier group that picked
   that token at the same step. SysDPO-Sampling uses it for candidates of missing
-  intermediate nodes (PAPER.md point 6).
+  intermediate nodes (docs/method.md, "Two variants").
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 import torch
@@ -26,7 +27,7 @@ Mask = Callable[[Sequence[int]], torch.Tensor | None]
 class RegexConstraint:
     """A logits processor (and a mask for beam search) that keeps completions inside `pattern`."""
 
-    def __init__(self, pattern: str, tokenizer: object, eos_id: int, top: int = 64):
+    def __init__(self, pattern: str, tokenizer: Any, eos_id: int, top: int = 64):
         self.pattern = regex.compile(pattern, regex.DOTALL)
         self.tokenizer = tokenizer
         self.eos_id = eos_id
@@ -55,7 +56,7 @@ class RegexConstraint:
             mask[self.eos_id] = True
         return mask
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         out = torch.full_like(scores, float("-inf"))
         for row in range(scores.shape[0]):
             mask = self.allowed(input_ids[row, self.start :].tolist(), scores[row])
@@ -104,7 +105,7 @@ def diverse_beams(
                 penalty[token] = diversity * count
             total = torch.tensor([b.logp for b in beams], device=device)[:, None] + logp
             chosen = (total - penalty).flatten().topk(min(width, total.numel())).indices.tolist()
-            nxt = []
+            nxt: list[Beam] = []
             for index in chosen:
                 row, token = divmod(index, logp.shape[-1])
                 if total[row, token] == float("-inf"):

@@ -1,6 +1,7 @@
 """A tiny text-conditioned denoiser with the `UNet2DConditionModel` call signature.
 
-diffusers' own UNet is slow at toy sizes on a CPU (DEMO-NOTES.md), so the
+diffusers' own UNet is slow at toy sizes on a CPU (a feasibility study measured 0.78 s per
+training step at batch 64 for a (32, 64) UNet2DConditionModel, 984k parameters), so the
 project ships this small convolutional U-Net: one down and one up level,
 residual blocks modulated (FiLM) by the diffusion timestep and by the text
 (the mean and the last of the text encoder's hidden states), and a coarse
@@ -42,7 +43,7 @@ class _Block(nn.Module):
         return h + self.skip(x)
 
 
-class TinyDenoiser(ModelMixin, ConfigMixin):
+class TinyDenoiser(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers types config_name twice
     """Predicts the noise (or velocity) in `sample` at `timestep`, given the caption's hidden states."""
 
     _supports_gradient_checkpointing = False
@@ -70,7 +71,7 @@ class TinyDenoiser(ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(c0, out_channels, 3, padding=1)
 
     def _timestep_embedding(self, timestep: torch.Tensor) -> torch.Tensor:
-        half = self.config.time_dim // 2
+        half = int(self.config["time_dim"]) // 2
         freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=timestep.device) / half)
         angles = timestep.float()[:, None] * freqs[None]
         return torch.cat([angles.sin(), angles.cos()], dim=1)

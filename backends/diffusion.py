@@ -7,7 +7,7 @@ signature, such as the project's `TinyDenoiser`), a `scheduler`, a
 latent models. Classes are taken from diffusers, transformers and the project
 only; nothing named in a folder is imported from elsewhere.
 
-Score of an image x given a caption c (PAPER.md point 5, Diffusion-DPO):
+Score of an image x given a caption c (docs/method.md, "Diffusion nodes"; Diffusion-DPO):
 
     score(x | c) = -T * mean_k mean_pixels || target_k - model(x_t_k, t_k, c) ||^2
 
@@ -44,8 +44,9 @@ from PIL import Image
 from torch import nn
 
 from compound import ir
-from compound.backends import Signature
-from compound.backends.base import Backend, dtype_option, load_failed, load_trained, lora, resolve
+from compound.backends import BUILTIN
+from compound.backends.base import Backend, int_option, load_failed
+from compound.backends.loading import dtype_option, lora, resolve
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,8 @@ class Draws:
 
 
 class Diffusion(Backend):
-    kind = "diffusion"
-    signature = Signature(("text",), "image")
+    spec = BUILTIN["diffusion"]
     lora_targets = ("conv1", "conv2", "film", "to_q", "to_k", "to_v", "to_out.0")
-    sampling = frozenset({"steps", "guidance_scale"})
 
     def __init__(
         self, component: ir.Component, model: nn.Module, parts: dict[str, Any], reference: str | None = None
@@ -76,19 +75,17 @@ class Diffusion(Backend):
         self.scheduler = parts["scheduler"]
         self.tokenizer = parts["tokenizer"]
         self.text_encoder = parts["text_encoder"].requires_grad_(False).eval()
-        self.vae = parts["vae"].requires_grad_(False).eval() if parts.get("vae") is not None else None
+        self.vae: Any = parts["vae"].requires_grad_(False).eval() if parts.get("vae") is not None else None
         self.prediction = self.scheduler.config.prediction_type
         if self.prediction not in ("epsilon", "v_prediction"):
             raise self.error(f"prediction_type {self.prediction!r} is not supported (epsilon, v_prediction)")
         self.T = int(self.scheduler.config.num_train_timesteps)
-        self.timesteps = int(component.options.get("timesteps", 1))
+        self.timesteps = int_option(component, component.options, "timesteps", 1)
         self._captions = lru_cache(maxsize=4096)(self._encode)
         self._draws = lru_cache(maxsize=1024)(self._draw)  # a pair's two images ask for the same draws
 
     @classmethod
-    def load(
-        cls, component: ir.Component, root: Path, weights: Path | None = None, reference: str | None = None
-    ) -> Diffusion:
+    def load(cls, component: ir.Component, root: Path, reference: str | None = None) -> Diffusion:
         source = resolve(component, root)
         try:
             parts = load_parts(Path(source), dtype_option(component))
@@ -102,13 +99,6 @@ class Diffusion(Backend):
             ) from None
         denoiser = parts.pop("unet")
         model = lora(denoiser, component, cls.lora_targets)
-        if weights is not None:
-            model = load_trained(
-                model,
-                weights,
-                component,
-                lambda path: type(denoiser).from_pretrained(path, dtype=dtype_option(component)),
-            )
         backend = cls(component, model, parts, reference)
         backend.source = source
         return backend
@@ -117,15 +107,17 @@ class Diffusion(Backend):
 
     @property
     def channels(self) -> int:
-        return int((self.vae or self._denoiser()).config.in_channels)
+        return int((self.vae if self.vae is not None else self._denoiser()).config.in_channels)
 
     @property
     def resolution(self) -> int:
         size = int(self._denoiser().config.sample_size)
         return size * (2 ** (len(self.vae.config.block_out_channels) - 1)) if self.vae is not None else size
 
-    def _denoiser(self) -> nn.Module:
-        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+    def _denoiser(self) -> Any:
+        """The denoiser itself (inside its LoRA wrapper, if any), with its diffusers config."""
+        base = getattr(self.model, "get_base_model", None)
+        return base() if base is not None else self.model
 
     def _encode(self, caption: str) -> torch.Tensor:
         device = next(self.text_encoder.parameters()).device
@@ -153,7 +145,7 @@ class Diffusion(Backend):
                 device = next(self.vae.parameters()).device
                 latent = self.vae.encode(clean[None].to(device)).latent_dist.mean
                 clean = (latent * self.vae.config.scaling_factor)[0]
-        k = int(options.get("timesteps", self.timesteps))
+        k = int_option(self.component, options, "timesteps", self.timesteps)
         return Picture(self._captions(condition), clean, k)
 
     # ------------------------------------------------------------ scoring
@@ -224,13 +216,11 @@ class Diffusion(Backend):
             images += [to_image(img) for img in x.clamp(-1, 1).cpu()]
         return images
 
-    def save_pretrained(self, path: Path) -> None:
-        self.model.save_pretrained(path, safe_serialization=True)
-
     def export(self, path: Path, merge: bool = True) -> None:
         """The pipeline folder it was loaded from, with the trained denoiser (or its adapter) as `unet`."""
         shutil.copytree(self.source, path, ignore=shutil.ignore_patterns("unet"), dirs_exist_ok=True)
-        self.merged(merge).save_pretrained(path / "unet", safe_serialization=True)
+        merged: Any = self.merged(merge)
+        merged.save_pretrained(path / "unet", safe_serialization=True)
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:

@@ -66,12 +66,13 @@ def join(*parts: Value, sep: str = "\n") -> str:
 class Function:
     """A built-in function: its signature, and `apply(args, named, options)`.
 
-    `apply` gets the positional argument values, the same values keyed by
-    argument name (what templates refer to), and the call's options.
+    `apply` gets the positional argument values (text, lists of text, or the
+    plate index, an int), the same values keyed by argument name (what templates
+    refer to), and the call's options.
     """
 
     signature: Signature
-    apply: Callable[[Sequence[Value], Mapping[str, Value], Mapping[str, Any]], str]
+    apply: Callable[[Sequence[Any], Mapping[str, Value], Mapping[str, Any]], str]
 
 
 FUNCTIONS: dict[str, Function] = {

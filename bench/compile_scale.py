@@ -14,8 +14,7 @@ import contextlib
 import gc
 import time
 
-from compound.check import check
-from compound.compiler import paused_gc
+from compound.compiler import check, paused_gc
 from compound.factorize import factorize
 from compound.parse import parse
 

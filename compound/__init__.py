@@ -32,9 +32,9 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load": "compound.emit",
-    "CompiledSystem": "compound.emit",
-    "LogRatio": "compound.emit",
+    "load": "compound.loader",
+    "CompiledSystem": "compound.system",
+    "LogRatio": "compound.types",
     "sysdpo_loss": "compound.loss",
     "ReferenceCache": "compound.reference",
     "Trainer": "compound.train",

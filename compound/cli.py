@@ -6,8 +6,11 @@ source line and a caret, and exit with status 1; never a traceback.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from enum import Enum
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +20,9 @@ from rich.console import Console
 from rich.text import Text
 
 from compound.compiler import Compilation, compile_source, read_source
-from compound.diagnostics import CompoundError, Diagnostic
+from compound.diagnostics import CompoundError, Diagnostic, error
 from compound.factorize import formula
+from compound.io import atomic_write, load_jsonl
 
 app = typer.Typer(
     name="compound",
@@ -28,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+COMMANDS = "compound.commands"
 
 
 class Emit(str, Enum):
@@ -253,26 +258,11 @@ def _options(values: list[str] | None) -> dict[str, Any]:
 
 
 def _read_inputs(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise CompoundError([Diagnostic("error", "row", f"cannot read {path}: {e.strerror}")]) from None
+    """The rows of an inputs file: one JSON object of input values per line."""
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CompoundError(
-                [Diagnostic("error", "row", f"{path} row {number} is not valid JSON: {e.msg}")]
-            ) from None
+    for number, row in load_jsonl(path):
         if not isinstance(row, dict):
-            raise CompoundError(
-                [Diagnostic("error", "row", f"{path} row {number} is not an object of input values")]
-            )
+            raise error("row", f"{path} row {number} is not an object of input values")
         rows.append(row)
     return rows
 
@@ -301,7 +291,7 @@ def sample(
 ) -> None:
     """Run SYSTEM N times per input; write the rows, their images and a contact sheet (multi-process with
     `accelerate launch`: each process a share of the inputs, one merged output)."""
-    from compound.run import sample_inputs
+    from compound.sample_files import sample_inputs
 
     decoding = {
         k: v
@@ -348,6 +338,7 @@ def pairs(
     import statistics
 
     from compound import samples as saved
+    from compound.pairing import pairs as make_pairs
     from compound.scorers import scorer as find_scorer
 
     try:
@@ -355,12 +346,11 @@ def pairs(
         if scorer:
             saved.score(found, find_scorer(scorer, **_options(option)))
         elif any(s.score is None for s in found):
-            raise CompoundError([Diagnostic("error", "config", "the samples have no scores: give --scorer")])
-        made = saved.pairs(found, strategy, min_gap, relative_to=out.resolve().parent, min_chosen=min_chosen)
+            raise error("config", "the samples have no scores: give --scorer")
+        made = make_pairs(found, strategy, min_gap, relative_to=out.resolve().parent, min_chosen=min_chosen)
     except CompoundError as e:
         raise _fail(e) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made.pairs), encoding="utf-8")
+    atomic_write(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made.pairs))
     gaps = made.gaps or [0.0]
     err.print(
         f"{len(made.pairs)} pairs from {len(found)} samples of {made.inputs} inputs "
@@ -369,78 +359,6 @@ def pairs(
         + "); score gap mean "
         f"{statistics.fmean(gaps):.3f}, min {min(gaps):.3f}, max {max(gaps):.3f}; wrote {out}"
     )
-
-
-@app.command()
-def demo(
-    task: Annotated[
-        str,
-        typer.Argument(
-            help="The experiment: progression (the paper's first application) or moa (mixture of agents)."
-        ),
-    ] = "progression",
-    quick: Annotated[
-        bool,
-        typer.Option(
-            help="The 3-minute version: one seed, fewer requests and steps, the shipped base models."
-        ),
-    ] = False,
-    seeds: Annotated[
-        list[int] | None, typer.Option(help="Seeds (repeatable); default 0 1 2, or 0 with --quick.")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="The run folder: RESULTS.md, pictures, training plots (runs/TASK).")
-    ] = None,
-    cache: Annotated[
-        Path | None, typer.Option(help="Where pretrained base models are kept (~/.cache/compound/demo).")
-    ] = None,
-) -> None:
-    """Reproduce a paper experiment end to end with tiny models: pairs, five methods, seeds, RESULTS.md."""
-    from compound.demo import demo_task
-    from compound.demo.protocol import run
-
-    try:
-        experiment = demo_task(task)
-        settings = experiment.settings(quick=quick, seeds=tuple(seeds) if seeds else None)
-        results = run(experiment, out or Path("runs") / task, settings, cache=cache, console=err)
-    except CompoundError as e:
-        raise _fail(e) from None
-    err.print(results.read_text(), markup=False, highlight=False)
-
-
-@app.command()
-def pretrain(
-    task: Annotated[str, typer.Argument(help="The demo whose base models to pretrain: progression or moa.")],
-    out: Annotated[Path, typer.Option(help="Where to save the base models (one folder each).")],
-    steps: Annotated[
-        list[int] | None,
-        typer.Option(
-            help="Training steps per base model, in order (progression: writer, painter; moa: proposer, "
-            "aggregator); default: the demo's."
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-) -> None:
-    """Pretrain a demo's base models on synthetic data of the project's (`compound demo` caches them)."""
-    from compound.demo import demo_task
-    from compound.demo.pretrain import MIN_PRETRAIN_STEPS
-
-    try:
-        experiment = demo_task(task)
-        default = experiment.settings(quick=False, seeds=None).pretrain
-        problem = None
-        if steps and len(steps) != len(default):
-            problem = f"{task} has {len(default)} base models: give --steps {len(default)} times"
-        elif steps and min(steps) < MIN_PRETRAIN_STEPS:
-            problem = (
-                f"--steps {min(steps)}: pretraining needs at least {MIN_PRETRAIN_STEPS} steps per model "
-                "(a warm-up step, then a decay)"
-            )
-        if problem:
-            raise CompoundError([Diagnostic("error", "config", problem)])
-    except CompoundError as e:
-        raise _fail(e) from None
-    err.print(f"wrote {experiment.pretrain(out, steps or default, seed)}")
 
 
 @app.command()
@@ -470,6 +388,37 @@ def export_(
             err.print(f"wrote {path}")
     except CompoundError as e:
         raise _fail(e) from None
+
+
+def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A plugin command whose `CompoundError`s are reported like the built-in commands' (no traceback)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CompoundError as e:
+            raise _fail(e) from None
+
+    return run
+
+
+def _plugin_commands() -> None:
+    """Commands installed packages add through the `compound.commands` entry-point group (the demos'
+    `compound demo` and `compound pretrain`); a built-in command's name cannot be taken."""
+    taken = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
+    for ep in entry_points(group=COMMANDS):
+        if ep.name in taken:
+            continue
+        try:
+            command = ep.load()
+        except Exception as e:  # a broken plugin must not take the built-in commands down
+            err.print(f"[yellow]warning:[/] command {ep.name!r} ({ep.value}) did not load: {e}")
+            continue
+        app.command(ep.name)(_guarded(command))
+
+
+_plugin_commands()
 
 
 def main() -> None:

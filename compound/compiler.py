@@ -1,4 +1,4 @@
-"""The front end as one call: text -> parse -> check -> factorize -> `ir.System`."""
+"""The front end, written out once: text -> parse -> declare -> lower -> graph -> factorize -> `ir.System`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compound import ir
-from compound.check import check
-from compound.diagnostics import CompoundError, Diagnostic
+from compound.check.declare import declare
+from compound.check.graph import order, unused_declarations
+from compound.check.lower import lower
+from compound.diagnostics import CompoundError, Diagnostic, Report, error
 from compound.factorize import factorize
-from compound.parse import parse
+from compound.parse import Program, parse
 
 
 class CompoundWarning(UserWarning):
@@ -45,6 +47,32 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+def check(program: Program) -> tuple[ir.System, tuple[Diagnostic, ...]]:
+    """The checker's passes over a parsed program: a checked `ir.System` (nodes in topological
+    order, no factors yet) and its warnings; `CompoundError` with every error (and warning) found."""
+    report = Report()
+    scope = declare(program, report)
+    lowered = lower(program, scope, report)
+    nodes = lowered.nodes
+    if not report.failed:
+        nodes = order(lowered.nodes, lowered.outputs, report)
+    if not report.failed:
+        unused_declarations(scope, report)
+    found = report.in_order()
+    if report.failed:
+        raise CompoundError(found, {program.file: program.text})
+    system = ir.System(
+        name=program.name.text,
+        file=program.file,
+        consts=lowered.consts,
+        components=lowered.components,
+        plates=lowered.plates,
+        nodes=nodes,
+        outputs=lowered.outputs,
+    )
+    return system, found
+
+
 def compile_source(text: str, file: str = "<string>") -> Compilation:
     """Compile `.cmp` text; raise `CompoundError` with every error found."""
     with paused_gc():
@@ -58,7 +86,7 @@ def read_source(path: str | Path) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else (e.strerror or str(e))
-        raise CompoundError([Diagnostic("error", "unreadable", f"cannot read {path}: {reason}")]) from None
+        raise error("unreadable", f"cannot read {path}: {reason}") from None
 
 
 def compile_file(path: str | Path) -> ir.System:

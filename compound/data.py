@@ -2,14 +2,14 @@
 
 A file holds one comparison per row, in either of two formats:
 
-- `{"input": {...}, "chosen": {...}, "rejected": {...}}` (DESIGN.md): node
-  names to values; inputs once, outputs and intermediates per side;
+- `{"input": {...}, "chosen": {...}, "rejected": {...}}`: node names to
+  values; inputs once, outputs and intermediates per side;
 - TRL's `{"prompt": ..., "chosen": ..., "rejected": ...}`, for a system of
   one text input and one sampled text node.
 
 A pair may leave out intermediate text nodes (on both sides alike) and give
 only the inputs and outputs: it trains with SysDPO-Sampling, through the
-marginal over candidates of what it leaves out (`compound.marginal`).
+marginal over candidates of what it leaves out (`compound.estimators.marginal`).
 
 JSONL is read directly (a row's number is its line number); Parquet, JSON,
 CSV, a `datasets` folder or a hub id go through `datasets.load_dataset` (a
@@ -22,15 +22,15 @@ silently (with `skip_invalid` bad rows are left out and counted).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compound import ir
-from compound.diagnostics import CompoundError, Diagnostic
-from compound.marginal import check_marginal
-from compound.values import problems, row_error
+from compound.diagnostics import CompoundError, Diagnostic, error
+from compound.io import read_jsonl
+from compound.reference import row_key
+from compound.values import check_marginal, problems, row_error
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,6 @@ class Preferences:
 
     def fingerprint(self) -> str:
         """A hash of the data's content (keys cached reference scores to it)."""
-        from compound.reference import row_key
-
         digest = hashlib.sha256()
         for pair in self.pairs:
             digest.update(row_key(pair.chosen, pair.rejected).encode())
@@ -81,7 +79,7 @@ def load_preferences(system: ir.System, source: str | Path, skip_invalid: bool =
         )
         raise CompoundError([*invalid, summary], _sources(system))
     if not pairs:
-        raise CompoundError([Diagnostic("error", "row", f"{label} holds no valid preference pair")])
+        raise error("row", f"{label} holds no valid preference pair")
     return Preferences(label, pairs, invalid)
 
 
@@ -93,15 +91,10 @@ def _check(
         chosen, rejected = _sides(system, record, where, base)
         gone = {n.name for n in check_marginal(system, chosen, f"{where}, chosen")}
         if gone != {n.name for n in check_marginal(system, rejected, f"{where}, rejected")}:
-            raise CompoundError(
-                [
-                    Diagnostic(
-                        "error",
-                        "row",
-                        f"{where}: the chosen and the rejected side leave out "
-                        "different nodes; SysDPO-Sampling needs both to give the same ones",
-                    )
-                ]
+            raise error(
+                "row",
+                f"{where}: the chosen and the rejected side leave out different nodes; "
+                "SysDPO-Sampling needs both to give the same ones",
             )
     except CompoundError as e:
         return list(e.diagnostics)
@@ -110,7 +103,7 @@ def _check(
         system, rejected, f"{where}, rejected", skip
     )
     for node in system.nodes:
-        if not found and node.kind == "input" and chosen[node.base] != rejected[node.base]:
+        if not found and isinstance(node, ir.InputNode) and chosen[node.base] != rejected[node.base]:
             message = "differs between the chosen and the rejected side; a pair shares its inputs"
             found += row_error(where, node, message).diagnostics
     return found or (chosen, rejected)
@@ -127,17 +120,10 @@ def _records(source: str | Path) -> tuple[list[tuple[int, Any]], Path]:
     """(row number, record) pairs, and the folder relative image paths start from."""
     path = Path(source)
     if path.suffix == ".jsonl" and path.is_file():
-        records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((number, json.loads(line)))
-            except json.JSONDecodeError as e:
-                records.append((number, _Broken(f"is not valid JSON: {e.msg} at column {e.colno}")))
-        return records, path.parent
+        lines = read_jsonl(path)
+        return [(n.number, n.value if n.problem is None else _Broken(n.problem)) for n in lines], path.parent
     if path.suffix == ".jsonl":
-        raise CompoundError([Diagnostic("error", "row", f"no data file at {path}")])
+        raise error("row", f"no data file at {path}")
     from datasets import load_dataset
 
     kinds = {".parquet": "parquet", ".json": "json", ".csv": "csv"}
@@ -147,16 +133,8 @@ def _records(source: str | Path) -> tuple[list[tuple[int, Any]], Path]:
         else:
             dataset = load_dataset(str(source), split="train")
     except Exception as e:  # datasets raises many kinds; all mean the same to the user
-        raise CompoundError(
-            [
-                Diagnostic(
-                    "error",
-                    "row",
-                    f"cannot read preference data {source}: "
-                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                )
-            ]
-        ) from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise error("row", f"cannot read preference data {source}: {reason}") from None
     return list(enumerate(dataset, 1)), (path.parent if path.is_file() else Path.cwd())
 
 
@@ -168,9 +146,9 @@ class _Broken:
 def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both sides of one record as rows of node values (image paths made absolute)."""
     if isinstance(record, _Broken):
-        raise CompoundError([Diagnostic("error", "row", f"{where} {record.reason}")])
+        raise error("row", f"{where} {record.reason}")
     if not isinstance(record, dict):
-        raise CompoundError([Diagnostic("error", "row", f"{where} is not an object")])
+        raise error("row", f"{where} is not an object")
     if {"input", "chosen", "rejected"} <= set(record) and all(
         isinstance(record[k], dict) for k in ("input", "chosen", "rejected")
     ):
@@ -179,45 +157,30 @@ def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict
     elif {"prompt", "chosen", "rejected"} <= set(record):
         chosen, rejected = _trl(system, record, where)
     else:
-        raise CompoundError(
-            [
-                Diagnostic(
-                    "error",
-                    "row",
-                    f"{where} has neither the keys input, chosen, rejected "
-                    "(each an object of node values) nor TRL's prompt, chosen, rejected",
-                )
-            ]
+        raise error(
+            "row",
+            f"{where} has neither the keys input, chosen, rejected "
+            "(each an object of node values) nor TRL's prompt, chosen, rejected",
         )
     images = {n.base for n in system.nodes if n.type == "image"}
     return _absolute(chosen, images, base), _absolute(rejected, images, base)
 
 
 def _trl(system: ir.System, record: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    inputs = [n for n in system.nodes if n.kind == "input"]
-    sampled = [n for n in system.nodes if n.kind == "sample"]
+    inputs = [n for n in system.nodes if isinstance(n, ir.InputNode)]
+    sampled = [n for n in system.nodes if isinstance(n, ir.SampleNode)]
     if len(inputs) != 1 or len(sampled) != 1 or inputs[0].type != "text" or sampled[0].type != "text":
-        raise CompoundError(
-            [
-                Diagnostic(
-                    "error",
-                    "row",
-                    f"{where}: TRL's prompt/chosen/rejected rows fit a system "
-                    "of one text input and one sampled text node; use input/chosen/rejected",
-                )
-            ]
+        raise error(
+            "row",
+            f"{where}: TRL's prompt/chosen/rejected rows fit a system "
+            "of one text input and one sampled text node; use input/chosen/rejected",
         )
     values = [record["prompt"], record["chosen"], record["rejected"]]
     if not all(isinstance(v, str) for v in values):
-        raise CompoundError(
-            [
-                Diagnostic(
-                    "error",
-                    "row",
-                    f"{where}: prompt, chosen and rejected must be strings "
-                    "(conversational rows are not supported yet)",
-                )
-            ]
+        raise error(
+            "row",
+            f"{where}: prompt, chosen and rejected must be strings "
+            "(conversational rows are not supported yet)",
         )
     prompt, node = inputs[0].base, sampled[0].base
     return {prompt: values[0], node: values[1]}, {prompt: values[0], node: values[2]}

@@ -54,6 +54,48 @@ class CompoundError(Exception):
         return "\n".join(d.render(self.sources) for d in self.diagnostics)
 
 
+def error(
+    code: str,
+    message: str,
+    span: Span | None = None,
+    notes: Iterable[Note] = (),
+    sources: dict[str, str] | None = None,
+) -> CompoundError:
+    """The one way to build an error: `raise error("row", f"{path} row 3: ...", node.span)`."""
+    return CompoundError([Diagnostic("error", code, message, span, tuple(notes))], sources)
+
+
+class Report:
+    """The diagnostics of one compile, collected as the checker's passes find them."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, span: Span | None, notes: Iterable[Note] = ()) -> None:
+        self.diagnostics.append(Diagnostic("error", code, message, span, tuple(notes)))
+
+    def warn(self, code: str, message: str, span: Span | None) -> None:
+        self.diagnostics.append(Diagnostic("warning", code, message, span))
+
+    def unknown(
+        self, code: str, what: str, name: str, span: Span, candidates: Iterable[str], known: str = ""
+    ) -> None:
+        """Report an unknown name, suggesting the closest candidate; `known` lists the choices."""
+        hint = suggest(name, candidates)
+        message = f"unknown {what} '{name}'" + (f"; did you mean '{hint}'?" if hint else "")
+        self.error(code, message + (f" ({known})" if known else ""), span)
+
+    @property
+    def failed(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def in_order(self) -> tuple[Diagnostic, ...]:
+        """Every diagnostic, by position in the source (those without one first)."""
+        return tuple(
+            sorted(self.diagnostics, key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+        )
+
+
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to a misspelt `name`, if one is close enough."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)

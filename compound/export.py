@@ -12,18 +12,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compound.diagnostics import CompoundError, Diagnostic
-from compound.emit import load
-from compound.train import RUN_FILE
+from compound.diagnostics import error
+from compound.loader import load
+from compound.train.checkpoint import RUN_FILE
 
 
 def export(run: str | Path, out: str | Path, adapter: bool = False) -> list[Path]:
     """Export every component the run trained; return the folders written."""
     final = Path(run) / "final"
     if not (final / RUN_FILE).is_file():
-        raise CompoundError(
-            [Diagnostic("error", "config", f"{run} has no final weights ({final / RUN_FILE})")]
-        )
+        raise error("config", f"{run} has no final weights ({final / RUN_FILE})")
     meta = json.loads((final / RUN_FILE).read_text())
     system = load(
         meta["system"], weights=final, options={n: {"lora": spec} for n, spec in meta["lora"].items()}

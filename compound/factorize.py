@@ -1,4 +1,4 @@
-"""Factorize a checked system's likelihood over its DAG (PAPER.md, point 2).
+"""Factorize a checked system's likelihood over its DAG (docs/method.md, "The factorization").
 
     log p(s|x) = sum over sampled nodes v of  log p_component(v) (v | parents(v))
 
@@ -14,13 +14,18 @@ from compound import ir
 def factorize(system: ir.System) -> ir.System:
     """The system with its factors filled in."""
     factors = tuple(
-        ir.Factor(
-            node=n.name, component=n.component, parents=n.parents, weight=float(n.options.get("weight", 1.0))
-        )
+        ir.Factor(node=n.name, component=n.component, parents=n.parents, weight=_weight(n))
         for n in system.nodes
-        if n.kind == "sample" and n.component is not None
+        if isinstance(n, ir.SampleNode)
     )
     return system.model_copy(update={"factors": factors})
+
+
+def _weight(node: ir.SampleNode) -> float:
+    """A node's `weight=` (the checker made sure it is a positive number), 1 by default."""
+    weight = node.options.get("weight", 1.0)
+    assert isinstance(weight, int | float)
+    return float(weight)
 
 
 def term(factor: ir.Factor) -> str:

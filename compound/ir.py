@@ -1,7 +1,10 @@
 """The typed intermediate representation of a checked compound system.
 
-Everything after the front end (factorize, emit, train) reads these models only.
-They are frozen pydantic models, so a checked system is a value: it can be
+Everything after the front end (factorize, scoring, the backends, training)
+reads these models only; they hold data and import nothing of the project.
+Nodes come in three kinds, each its own class: `InputNode` (observed),
+`SampleNode` (drawn from a component: one factor) and `ComputeNode` (a built-in
+function of its arguments). They are frozen pydantic models, so a checked system is a value: it can be
 hashed into fingerprints, dumped as JSON (`compound compile --emit ir`) and
 loaded back unchanged. Plates are expanded: `image[3]` becomes the nodes
 `image[0]`, `image[1]`, `image[2]`, each with its own concrete parents.
@@ -9,12 +12,11 @@ loaded back unchanged. Plates are expanded: `image[3]` becomes the nodes
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
 
 Type = Literal["text", "image"]
-NodeKind = Literal["input", "sample", "compute"]
 
 
 class Frozen(BaseModel):
@@ -86,25 +88,56 @@ class Arg(Frozen):
     value: bool | int | float | str | None = None
 
 
-class Node(Frozen):
-    """A variable of the system: an input, a sampled node (one factor) or a computed node."""
+class _Named(Frozen):
+    """What every node has: its expanded name, its declaration's name and plate index, type, span."""
 
     name: str
     base: str
     index: int | None = None
     type: Type
-    kind: NodeKind
-    component: str | None = None
-    function: str | None = None
+    span: Span
+
+
+class InputNode(_Named):
+    """An observed value of the system (`input request : text`): no parents, no factor."""
+
+    kind: Literal["input"] = "input"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """None: an input is observed."""
+        return ()
+
+
+class _Call(_Named):
+    """A node computed from its arguments: its positional arguments and its call's options."""
+
     args: tuple[Arg, ...] = ()
     options: dict[str, Value] = {}
-    span: Span
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def parents(self) -> tuple[str, ...]:
         """The nodes this one reads, in argument order, each once."""
         return tuple(dict.fromkeys(n for arg in self.args for n in arg.nodes))
+
+
+class SampleNode(_Call):
+    """A node sampled from a component (`plan : text ~ writer(request)`): one factor of the likelihood."""
+
+    kind: Literal["sample"] = "sample"
+    component: str
+
+
+class ComputeNode(_Call):
+    """A node computed by a built-in function (`scene[3] : text = line(plan, i)`): deterministic."""
+
+    kind: Literal["compute"] = "compute"
+    function: str
+
+
+Node = Annotated[InputNode | SampleNode | ComputeNode, Field(discriminator="kind")]
 
 
 class Factor(Frozen):
@@ -129,6 +162,13 @@ class System(Frozen):
     factors: tuple[Factor, ...] = ()
 
     _index: tuple[tuple[Node, ...], dict[str, Node]] | None = PrivateAttr(default=None)
+
+    def component(self, name: str) -> Component:
+        """The component called `name`; KeyError if none."""
+        found = next((c for c in self.components if c.name == name), None)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def node(self, name: str) -> Node:
         """The node called `name` (an expanded name such as `image[0]`); KeyError if none."""

@@ -1,4 +1,4 @@
-"""The SysDPO loss family on system log ratios (PAPER.md point 4), with TRL's formulas.
+"""The SysDPO loss family on system log ratios (docs/method.md), with TRL's formulas.
 
 With r_w, r_l the system log ratios of the chosen and rejected outputs
 (`LogRatio.chosen`, `.rejected`, node weights applied) and h = beta * (r_w - r_l),
@@ -18,7 +18,7 @@ single-LLM system.
 language-model nodes, averaged over their tokens: TRL's `sft` loss, which
 combined with `sigmoid` is RPO (TRL's `loss_type=["sigmoid", "sft"]`,
 `loss_weights=[1, alpha]`, formerly `rpo_alpha`). It keeps DPO from moving an
-LLM node's likelihood onto malformed outputs (DEMO-NOTES.md).
+LLM node's likelihood onto malformed outputs (docs/moa.md shows it happen).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch.nn import functional as F
 
-from compound.emit import LogRatio
+from compound.types import LogRatio, total
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 
@@ -53,15 +53,17 @@ def sysdpo_loss(
     if unknown:
         raise ValueError(f"node_weights names no node of the system: {', '.join(sorted(unknown))}")
     if loss_type == "ipo":
-        delta = sum(
+        delta = total(
             weights.get(n, 1.0) * (c / _size(out, n, 0, c) - r / _size(out, n, 1, r))
             for n, (c, r) in out.per_node.items()
         )
         losses = (delta - 1 / (2 * beta)) ** 2
     else:
-        chosen = sum(weights.get(n, 1.0) * c for n, (c, _) in out.per_node.items()) if weights else out.chosen
+        chosen = (
+            total(weights.get(n, 1.0) * c for n, (c, _) in out.per_node.items()) if weights else out.chosen
+        )
         rejected = (
-            sum(weights.get(n, 1.0) * r for n, (_, r) in out.per_node.items()) if weights else out.rejected
+            total(weights.get(n, 1.0) * r for n, (_, r) in out.per_node.items()) if weights else out.rejected
         )
         h = beta * (chosen - rejected)
         if loss_type == "sigmoid":
@@ -83,12 +85,12 @@ def sysdpo_loss(
 
 def chosen_nll(out: LogRatio) -> torch.Tensor:
     """Negative log-likelihood of the chosen side's language-model nodes, per token."""
-    nodes = [n for n in out.exact if n in out.policy]
+    nodes = [n for n in out.policy if n in out.exact]  # in factor order: the same sum on every run
     if not nodes:
         return torch.zeros((), device=out.chosen.device)
-    total = sum(out.policy[n][0].sum() for n in nodes)
-    tokens = sum(out.sizes[n][0].sum() for n in nodes)
-    return -total / tokens
+    logps = total(out.policy[n][0].sum() for n in nodes)
+    tokens = total(out.sizes[n][0].sum() for n in nodes)
+    return -logps / tokens
 
 
 def _size(out: LogRatio, node: str, side: int, like: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from lark.exceptions import UnexpectedToken, VisitError
 from lark.lark import PostLex
 from lark.tree import Meta
 
-from compound.diagnostics import CompoundError, Diagnostic, suggest
+from compound.diagnostics import CompoundError, Diagnostic, error, suggest
 from compound.grammar import grammar_text
 from compound.ir import Span
 
@@ -272,7 +272,8 @@ class _Reader:
             self.unexpected(e, chunk)
             return None
         try:
-            return self.build.transform(tree)
+            built: SystemDecl | Statement = self.build.transform(tree)
+            return built
         except VisitError as e:
             if not isinstance(e.orig_exc, CompoundError):
                 raise
@@ -297,6 +298,7 @@ class _Reader:
 
 
 def _span(file: str, at: Meta | Token) -> Span:
+    """Where a token or a rule's match stands in `file`."""
     return Span(file=file, line=at.line, column=at.column, end_line=at.end_line, end_column=at.end_column)
 
 
@@ -317,25 +319,21 @@ def _unescape(body: str, token: Token, quote: int, file: str) -> str:
             return chr(int(code[1:], 16))
         if code in _ESCAPES:
             return _ESCAPES[code]
+        assert token.line is not None and token.column is not None  # every lexed token has a position
         line = token.line + body.count("\n", 0, match.start())
         last = body.rfind("\n", 0, match.start())
         column = token.column + quote + match.start() if last < 0 else match.start() - last
-        raise CompoundError(
-            [
-                Diagnostic(
-                    "error",
-                    "bad-escape",
-                    f"unknown escape '\\{code}' in a string (known: \\n \\t \\r \\\" \\\\ \\uXXXX)",
-                    Span(file=file, line=line, column=column, end_line=line, end_column=column + 2),
-                )
-            ]
+        raise error(
+            "bad-escape",
+            f"unknown escape '\\{code}' in a string (known: \\n \\t \\r \\\" \\\\ \\uXXXX)",
+            Span(file=file, line=line, column=column, end_line=line, end_column=column + 2),
         )
 
     return _ESCAPE.sub(replace, body)
 
 
 @v_args(inline=True, meta=True)
-class _Build(Transformer):
+class _Build(Transformer[Token, "SystemDecl | Statement"]):
     """Parse tree -> syntax tree dataclasses, with spans from rule metadata and tokens."""
 
     __visit_tokens__ = False
@@ -345,9 +343,7 @@ class _Build(Transformer):
         self.file = file
 
     def _span(self, at: Meta | Token) -> Span:
-        return Span(
-            file=self.file, line=at.line, column=at.column, end_line=at.end_line, end_column=at.end_column
-        )
+        return _span(self.file, at)
 
     def _name(self, token: Token) -> Name:
         return Name(str(token), self._span(token))

@@ -1,12 +1,13 @@
-"""Reference scores computed once, for the `cached` reference strategy.
+"""Reference scores computed once, for the `cached` reference strategy: the cache as data.
 
 Before training, the policy is the reference, so its scores on the training
-rows are the reference scores for the whole run: computed once here, saved next
-to the data, and read back each step instead of running a reference model (no
-second copy of the weights, no second forward pass). A cache is keyed by each
-row pair's content and by a fingerprint of each component's weights; for
-diffusion factors it keeps the seed of the (t, noise) draws, so that training
-scores the policy on the very draws the reference was scored on.
+rows are the reference scores for the whole run: computed once
+(`CompiledSystem.reference_cache`), saved next to the data, and read back each
+step instead of running a reference model (no second copy of the weights, no
+second forward pass). A cache is keyed by each row pair's content and by a
+fingerprint of each component's reference weights; for diffusion factors it
+keeps the seed of the (t, noise) draws, so that training scores the policy on
+the very draws the reference was scored on.
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from compound.diagnostics import CompoundError, Diagnostic
+from compound.diagnostics import error
+from compound.io import atomic_file
+from compound.types import Row, Scores, Sides
 
-if TYPE_CHECKING:
-    from compound.emit import CompiledSystem
 
-
-def row_key(chosen: Mapping[str, Any], rejected: Mapping[str, Any]) -> str:
+def row_key(chosen: Row, rejected: Row) -> str:
     """A content hash of one preference pair (images by path, or by pixels for PIL images)."""
 
     def plain(value: Any) -> Any:
@@ -54,106 +54,76 @@ class ReferenceCache:
     fingerprints: dict[str, str]
 
     @classmethod
-    def compute(
+    def of(
         cls,
-        system: CompiledSystem,
-        chosen: Sequence[Mapping[str, Any]],
-        rejected: Sequence[Mapping[str, Any]],
-        generator: torch.Generator | None = None,
-        batch_size: int = 32,
-        seeds: torch.Tensor | None = None,
+        nodes: Sequence[str],
+        chosen: Sequence[Row],
+        rejected: Sequence[Row],
+        scores: Sequence[Scores],
+        fingerprints: Mapping[str, str],
     ) -> ReferenceCache:
-        """Score every factor of every pair with the current (not yet trained) weights.
+        """A cache of the rows' scores (`scores`: the reference's, batch after batch, as `Scores.policy`)."""
 
-        The draws' seeds come from `generator`, or are given as `seeds` ([pairs, factors]).
-        """
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(chosen), batch_size):
-                part = slice(start, start + batch_size)
-                given = seeds[part] if seeds is not None else None
-                parts.append(
-                    system.scores(chosen[part], rejected[part], generator, reference=False, seeds=given)
-                )
-        nodes = [f.node for f in system.system.factors]
+        def column(side: int) -> torch.Tensor:
+            return (
+                torch.cat([torch.stack([s.policy[n][side] for n in nodes], 1) for s in scores]).float().cpu()
+            )
+
         return cls(
-            nodes=nodes,
+            nodes=list(nodes),
             keys=[row_key(c, r) for c, r in zip(chosen, rejected, strict=True)],
-            chosen=torch.cat([torch.stack([p.policy[n][0] for n in nodes], 1) for p in parts]).float().cpu(),
-            rejected=torch.cat([torch.stack([p.policy[n][1] for n in nodes], 1) for p in parts])
-            .float()
-            .cpu(),
-            seeds=torch.cat([p.seeds for p in parts]),
-            fingerprints={name: system.backend(name).fingerprint() for name in system.components},
+            chosen=column(0),
+            rejected=column(1),
+            seeds=torch.cat([s.seeds for s in scores]),
+            fingerprints=dict(fingerprints),
         )
 
-    def check(self, system: CompiledSystem) -> None:
-        """Fail unless the cache was computed from these very weights."""
-        for name in system.components:
-            backend = system.backend(name)
-            if (
-                backend.reference_strategy == "cached"
-                and self.fingerprints.get(name) != backend.fingerprint()
-            ):
-                raise backend.error(
-                    "its weights differ from those the reference cache was computed with; "
-                    "recompute the cache from the reference weights"
-                )
+    def mismatched(self, fingerprints: Mapping[str, str]) -> list[str]:
+        """The components whose reference weights differ from those the cache was computed with."""
+        return [name for name, found in fingerprints.items() if self.fingerprints.get(name) != found]
 
     def lookup(
-        self,
-        system: CompiledSystem,
-        chosen: Sequence[Mapping[str, Any]],
-        rejected: Sequence[Mapping[str, Any]],
-        seeds: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """The cached reference scores of these pairs, and `seeds` with the cached factors' seeds put in."""
+        self, chosen: Sequence[Row], rejected: Sequence[Row], columns: Mapping[int, str], seeds: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, Sides]]:
+        """The cached scores of these pairs for `columns` (factor position -> node), and `seeds`
+        with those factors' cached seeds put in."""
         where = {key: k for k, key in enumerate(self.keys)}
         rows = []
         for k, (c, r) in enumerate(zip(chosen, rejected, strict=True)):
             if (found := where.get(row_key(c, r))) is None:
-                raise CompoundError(
-                    [
-                        Diagnostic(
-                            "error",
-                            "row",
-                            f"pair {k} is not in the reference cache, which "
-                            "was computed for other data; recompute it",
-                        )
-                    ]
+                raise error(
+                    "row",
+                    f"pair {k} is not in the reference cache, which was computed for other data; "
+                    "recompute it",
                 )
             rows.append(found)
         index = torch.tensor(rows, dtype=torch.long)
         seeds = seeds.clone()
         scores = {}
-        for f, factor in enumerate(system.system.factors):
-            if (
-                system.backend(factor.component).reference_strategy != "cached"
-                or factor.node not in self.nodes
-            ):
+        for f, node in columns.items():
+            if node not in self.nodes:
                 continue
-            column = self.nodes.index(factor.node)
+            column = self.nodes.index(node)
             seeds[:, f] = self.seeds[index, column]
-            scores[factor.node] = (self.chosen[index, column], self.rejected[index, column])
+            scores[node] = (self.chosen[index, column], self.rejected[index, column])
         return seeds, scores
 
     def save(self, path: str | Path) -> Path:
-        """Write the cache as one safetensors file (atomically: a temporary file, then a rename)."""
+        """Write the cache as one safetensors file, atomically."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "nodes": json.dumps(self.nodes),
             "keys": json.dumps(self.keys),
             "fingerprints": json.dumps(self.fingerprints),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            {"chosen": self.chosen, "rejected": self.rejected, "seeds": self.seeds}, str(tmp), metadata=meta
-        )
-        tmp.replace(path)
-        return path
+        with atomic_file(path) as tmp:
+            save_file(
+                {"chosen": self.chosen, "rejected": self.rejected, "seeds": self.seeds},
+                str(tmp),
+                metadata=meta,
+            )
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceCache:

@@ -11,16 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compound.diagnostics import CompoundError, Diagnostic
+from compound.diagnostics import error
+from compound.io import load_jsonl
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
-        raise CompoundError(
-            [Diagnostic("error", "config", f"no metrics.jsonl in {run}: is it a training run?")]
-        )
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        raise error("config", f"no metrics.jsonl in {run}: is it a training run?")
+    return [row for _, row in load_jsonl(path)]
 
 
 def report(run: str | Path) -> Path:

@@ -24,7 +24,6 @@ scorer's options:
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib.metadata import entry_points
@@ -32,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from compound.diagnostics import CompoundError, Diagnostic
+from compound.diagnostics import error
 
 ENTRY_POINT_GROUP = "compound.scorers"
 
@@ -84,29 +83,19 @@ def y(image: Any) -> float:
 
 
 MEASURES: dict[str, Callable[[Any], float]] = {"brightness": brightness, "area": area, "x": x, "y": y}
-UP = r"\b(grow\w*|larger|bigger|increas\w*|brighter|lighter|right\w*|more|rising|up)\b"
-DOWN = r"\b(shrink\w*|smaller|decreas\w*|darker|dimmer|left\w*|less|fewer|falling|down)\b"
-AUTO = (
-    (r"\b(right|left|moving|move\w*)\b", "x"),
-    (r"\b(dark\w*|bright\w*|light\w*|dim\w*)\b", "brightness"),
-    (r".*", "area"),
-)
 
 
 # ---------------------------------------------------------------- built-in scorers
 
 
 class Progression:
-    """How well a sequence of images progresses in the requested direction (the paper's first experiment).
+    """How well a sequence of images progresses in a direction (the paper's first experiment).
 
     The attribute is measured on each image of `field` (a plate of images) by
-    `measure`: "area", "brightness", "x", "y", "auto" (chosen from the request's
-    words: left/right/moving -> x, dark/bright/light/dim -> brightness, else
-    area) or any callable image -> float. The direction comes from the
-    request's words (`up`, `down`: regular expressions; grow, larger, brighter,
-    right, ... versus shrink, smaller, darker, left, ...), or from a `direction`
-    value ("up"/"down", +1/-1) in the row. Each step between consecutive images
-    is up, down, or flat (within `tolerance`), signed by the direction:
+    `measure`: "area", "brightness", "x", "y" or any callable image -> float.
+    The direction comes from the row's `direction` value ("up"/"down", +1/-1;
+    increasing when the row has none). Each step between consecutive images is
+    up, down, or flat (within `tolerance`), signed by the direction:
 
     | steps | score q |
     |---|---|
@@ -124,34 +113,29 @@ class Progression:
     def __init__(
         self,
         field: str = "image",
-        request: str = "request",
-        measure: str | Callable[[Any], float] = "auto",
+        measure: str | Callable[[Any], float] = "brightness",
         tolerance: float = 0.02,
-        up: str = UP,
-        down: str = DOWN,
+        direction: str = "direction",
     ):
-        self.field, self.request, self.tolerance = field, request, float(tolerance)
+        self.field, self.tolerance, self.direction_field = field, float(tolerance), direction
         self.measure = measure
-        self.up, self.down = re.compile(up, re.I), re.compile(down, re.I)
-        if isinstance(measure, str) and measure not in (*MEASURES, "auto"):
-            raise ValueError(f"measure={measure!r}: use one of {', '.join(MEASURES)}, auto, or a callable")
+        if isinstance(measure, str) and measure not in self.measures():
+            known = ", ".join(self.measures())
+            raise ValueError(f"measure={measure!r}: use one of {known}, or a callable")
+
+    def measures(self) -> tuple[str, ...]:
+        """The measure names this scorer takes."""
+        return tuple(MEASURES)
 
     def _measure(self, row: Mapping[str, Any]) -> Callable[[Any], float]:
-        if callable(self.measure):
-            return self.measure
-        if self.measure != "auto":
-            return MEASURES[self.measure]
-        text = str(row.get(self.request, ""))
-        return MEASURES[next(name for pattern, name in AUTO if re.search(pattern, text, re.I))]
+        return self.measure if callable(self.measure) else MEASURES[self.measure]
 
     def direction(self, row: Mapping[str, Any]) -> int:
-        """+1 (the attribute should grow), -1 (shrink), 0 when neither is said."""
-        given = row.get("direction")
-        if given is not None:
-            return 1 if str(given).lower() in ("up", "+1", "1", "increasing") else -1
-        text = str(row.get(self.request, ""))
-        up, down = bool(self.up.search(text)), bool(self.down.search(text))
-        return 1 if up and not down else -1 if down and not up else 0
+        """+1 (the attribute should grow), -1 (shrink), 0 when the row does not say."""
+        given = row.get(self.direction_field)
+        if given is None:
+            return 0
+        return 1 if str(given).lower() in ("up", "+1", "1", "increasing") else -1
 
     def steps(self, row: Mapping[str, Any]) -> list[float] | None:
         """The signed steps between consecutive images, or None if the sequence is malformed."""
@@ -214,8 +198,8 @@ def scorer(name: str, **options: Any) -> Scorer:
     factory = SCORERS.get(name) or (_plugins()[name].load() if name in _plugins() else None)
     if factory is None:
         known = ", ".join([*SCORERS, *sorted(_plugins())])
-        raise CompoundError([Diagnostic("error", "config", f"no scorer named {name!r} (scorers: {known})")])
+        raise error("config", f"no scorer named {name!r} (scorers: {known})")
     try:
         return factory(**options)
     except (TypeError, ValueError) as e:
-        raise CompoundError([Diagnostic("error", "config", f"scorer {name!r}: {e}")]) from None
+        raise error("config", f"scorer {name!r}: {e}") from None

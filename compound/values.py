@@ -16,12 +16,12 @@ from typing import Any
 
 from compound import ir
 from compound.backends.fn import FUNCTIONS, Value, fill, render
-from compound.diagnostics import CompoundError, Diagnostic
+from compound.diagnostics import CompoundError, Diagnostic, error
 
 
 def row_error(label: str, node: ir.Node, message: str) -> CompoundError:
     """An error about one node of one data row, pointing at the node's declaration."""
-    return CompoundError([Diagnostic("error", "row", f"{label}: '{node.base}' {message}", node.span)])
+    return error("row", f"{label}: '{node.base}' {message}", node.span)
 
 
 def given(node: ir.Node, row: Mapping[str, Any], label: str, sizes: Mapping[str, int]) -> Any:
@@ -66,7 +66,9 @@ def readable(node: ir.Node, value: Any, label: str) -> None:
         raise row_error(label, node, f"{member}: cannot read the image {value}: {reason}") from None
 
 
-def arguments(node: ir.Node, values: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+def arguments(
+    node: ir.SampleNode | ir.ComputeNode, values: Mapping[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
     """A node's argument values: positionally, and by argument name (for templates)."""
     positional: list[Any] = []
     named: dict[str, Any] = {}
@@ -81,7 +83,7 @@ def arguments(node: ir.Node, values: Mapping[str, Any]) -> tuple[list[Any], dict
     return positional, named
 
 
-def condition(node: ir.Node, values: Mapping[str, Any]) -> str:
+def condition(node: ir.SampleNode, values: Mapping[str, Any]) -> str:
     """The text a sampled node is conditioned on: its template filled, or its parents one per line."""
     positional, named = arguments(node, values)
     template = node.options.get("template")
@@ -90,10 +92,9 @@ def condition(node: ir.Node, values: Mapping[str, Any]) -> str:
     return "\n".join(render(v) for v in positional if isinstance(v, str | list))
 
 
-def compute(node: ir.Node, values: Mapping[str, Any]) -> Value:
+def compute(node: ir.ComputeNode, values: Mapping[str, Any]) -> Value:
     """A computed node's value, from the built-in function it names."""
     positional, named = arguments(node, values)
-    assert node.function is not None
     return FUNCTIONS[node.function].apply(positional, named, dict(node.options))
 
 
@@ -103,7 +104,7 @@ def evaluate(system: ir.System, row: Mapping[str, Any], label: str) -> dict[str,
     values: dict[str, Any] = {}
     for node in system.nodes:
         values[node.name] = (
-            compute(node, values) if node.kind == "compute" else given(node, row, label, sizes)
+            compute(node, values) if isinstance(node, ir.ComputeNode) else given(node, row, label, sizes)
         )
     return values
 
@@ -116,13 +117,34 @@ def problems(
     sizes = plate_sizes(system)
     found: list[Diagnostic] = []
     for node in system.nodes:
-        if node.kind == "compute" or node.name in skip:
+        if isinstance(node, ir.ComputeNode) or node.name in skip:
             continue
         try:
             readable(node, given(node, row, label, sizes), label)
         except CompoundError as e:  # a plate's members share most problems: report each once
             found += [d for d in e.diagnostics if d.message not in {f.message for f in found}]
     return found
+
+
+def missing(system: ir.System, row: Mapping[str, Any]) -> list[ir.SampleNode]:
+    """The sampled nodes a row does not give (a plate's members when the plate is absent)."""
+    return [
+        n for n in system.nodes if isinstance(n, ir.SampleNode) and n.name not in row and n.base not in row
+    ]
+
+
+def check_marginal(system: ir.System, row: Mapping[str, Any], label: str) -> list[ir.SampleNode]:
+    """The row's missing nodes, after checking that SysDPO-Sampling can sum over them: text
+    intermediates only."""
+    gone = missing(system, row)
+    outputs = set(system.outputs)
+    for node in gone:
+        kind = "an output" if node.name in outputs else "an image" if node.type == "image" else None
+        if kind:
+            raise row_error(
+                label, node, f"is missing; it is {kind}, which SysDPO-Sampling cannot sum over: give it"
+            )
+    return gone
 
 
 def plate_sizes(system: ir.System) -> dict[str, int]:

@@ -64,9 +64,9 @@ def draw(system: ir.System) -> graphviz.Digraph:
     }
     for node in system.nodes:
         label = node.name
-        if node.kind == "sample":
+        if isinstance(node, ir.SampleNode):
             label += f"\\n~ {node.component}"
-        elif node.kind == "compute":
+        elif isinstance(node, ir.ComputeNode):
             label += f"\\n= {node.function}"
         attrs = dict(_STYLE[node.kind], peripheries="2" if node.name in outputs else "1")
         target = clusters[in_plate[node.name].name] if node.name in in_plate else graph

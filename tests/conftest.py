@@ -6,6 +6,19 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+#: The texts the tests' tiny tokenizers are fit to (any text encodes; these set the merges).
+CORPUS = (
+    "a lake as the ice grows",
+    "three scenes of a lake",
+    "a disc growing",
+    "a scene getting darker",
+    "a dot moving right",
+    "Question: what is two plus two? Answer: four",
+    "Candidate answers:\n1. four\n2. five",
+    "small medium large huge tiny",
+    "0123456789 + = ; , . : ? !",
+)
+
 
 @pytest.fixture
 def compile_text():
@@ -22,15 +35,15 @@ def compile_text():
 def tiny(tmp_path_factory):
     """Tiny real models, built once per session: `lm`, `lm2`, `painter` (TinyDenoiser),
     `unet` (diffusers' UNet2DConditionModel), `vpred` (v-prediction)."""
-    from compound.testing import tiny_causal_lm, tiny_diffusion
+    from compound.tiny import tiny_causal_lm, tiny_diffusion
 
     root = tmp_path_factory.mktemp("models")
     return {
-        "lm": tiny_causal_lm(root / "lm", seed=0),
-        "lm2": tiny_causal_lm(root / "lm2", seed=1),
-        "painter": tiny_diffusion(root / "painter", seed=2),
-        "unet": tiny_diffusion(root / "unet", denoiser="unet", seed=3),
-        "vpred": tiny_diffusion(root / "vpred", prediction_type="v_prediction", seed=4),
+        "lm": tiny_causal_lm(root / "lm", CORPUS, seed=0),
+        "lm2": tiny_causal_lm(root / "lm2", CORPUS, seed=1),
+        "painter": tiny_diffusion(root / "painter", CORPUS, seed=2),
+        "unet": tiny_diffusion(root / "unet", CORPUS, denoiser="unet", seed=3),
+        "vpred": tiny_diffusion(root / "vpred", CORPUS, prediction_type="v_prediction", seed=4),
     }
 
 

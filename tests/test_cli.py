@@ -1,4 +1,4 @@
-"""The command line: `compound check` and `compound compile` as DESIGN.md's contracts say."""
+"""The command line: `compound check` and `compound compile` as the language reference says."""
 
 import json
 import shutil

@@ -7,9 +7,9 @@ import re
 
 import numpy as np
 import pytest
+from compound_demos import progression as task
+from compound_demos.evaluate import plan_quality, score
 
-from compound.demo import progression as task
-from compound.demo.evaluate import plan_quality, score
 from compound.scorers import MEASURES
 
 
@@ -53,7 +53,7 @@ def test_the_base_writers_plans_follow_the_intent_or_its_ascending_habit_at_the_
 
 
 def test_the_painters_data_renders_synonyms_one_level_off_either_way_half_of_the_time():
-    from compound.demo.evaluate import level_of
+    from compound_demos.evaluate import level_of
 
     generator, disc = np.random.default_rng(0), task.BY_NAME["size"]
     read = [level_of(disc, task.painting("disc little", generator)) for _ in range(2000)]  # level 1
@@ -78,8 +78,8 @@ def test_a_perfect_sequence_scores_one_and_its_reverse_minus_one():
 
 
 def test_quick_demo_writes_every_artifact(tmp_path):
-    from compound.demo.experiment import Progression
-    from compound.demo.protocol import run
+    from compound_demos.experiment import Progression
+    from compound_demos.protocol import run
 
     demo = Progression()
     results = run(demo, tmp_path / "demo", demo.settings(quick=True, seeds=None))
@@ -99,7 +99,7 @@ def test_quick_demo_writes_every_artifact(tmp_path):
 
 
 def test_order_consistency_is_also_reported_apart_for_the_unseen_intent():
-    from compound.demo.evaluate import summarize
+    from compound_demos.evaluate import summarize
 
     generator = np.random.default_rng(0)
     size, place = task.BY_NAME["size"], task.BY_NAME["place"]
@@ -118,8 +118,8 @@ def test_order_consistency_is_also_reported_apart_for_the_unseen_intent():
 
 
 def test_validation_requests_are_training_requests_of_one_intent_kept_out_of_the_pairs():
-    from compound.demo.experiment import Progression
-    from compound.demo.protocol import split
+    from compound_demos.experiment import Progression
+    from compound_demos.protocol import split
 
     paired, scored = split(Progression(), "validation")
     assert {(r.attribute, r.direction) for r in scored} == {task.VALIDATION_INTENT}
@@ -130,7 +130,7 @@ def test_validation_requests_are_training_requests_of_one_intent_kept_out_of_the
 
 
 def test_level_of_reads_back_every_level_the_renderer_draws():
-    from compound.demo.evaluate import level_of
+    from compound_demos.evaluate import level_of
 
     generator = np.random.default_rng(1)
     for attribute in task.ATTRIBUTES:
@@ -140,7 +140,7 @@ def test_level_of_reads_back_every_level_the_renderer_draws():
 
 
 def test_a_painter_that_renders_exactly_has_fidelity_one_and_one_a_level_off_zero():
-    from compound.demo.evaluate import fidelity
+    from compound_demos.evaluate import fidelity
 
     class Renderer:  # stands in for the diffusion backend: draws each caption's level, or the next one
         def __init__(self, off: bool):
@@ -162,7 +162,7 @@ def test_a_painter_that_renders_exactly_has_fidelity_one_and_one_a_level_off_zer
 def test_pair_fidelity_counts_the_images_at_their_captions_level_on_each_side(tmp_path):
     """Two pairs, hand-worked: chosen images all at their caption's level (6 of 6); rejected ones at it
     for the first pair's three and one of the second's (4 of 6)."""
-    from compound.demo.evaluate import pair_fidelity
+    from compound_demos.evaluate import pair_fidelity
 
     generator, disc = np.random.default_rng(0), task.BY_NAME["size"]
     plan = "disc tiny\ndisc medium\ndisc huge"
@@ -186,7 +186,7 @@ def test_pair_fidelity_counts_the_images_at_their_captions_level_on_each_side(tm
 @pytest.mark.parametrize("name", ["progression", "moa", "moa2"])
 def test_every_showcased_request_is_held_out(name):
     """The grid shows held-out requests only; one named from another split would silently drop out."""
-    from compound.demo import demo_task
+    from compound_demos import demo_task
 
     demo = demo_task(name)
     shown = demo.settings(quick=False, seeds=None).showcase

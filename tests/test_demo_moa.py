@@ -7,8 +7,7 @@ import random
 import re
 
 import pytest
-
-from compound.demo import moa
+from compound_demos import moa
 
 
 def test_answers_are_three_digits_least_significant_first():
@@ -59,8 +58,9 @@ def test_pretraining_examples_use_the_systems_own_prompts():
 
 
 def test_quick_demo_writes_every_row(tmp_path):
-    from compound.demo.protocol import run
-    from compound.emit import load
+    from compound_demos.protocol import run
+
+    from compound import load
 
     demo = moa.MixtureOfAgents()
     results = run(demo, tmp_path / "moa", demo.settings(quick=True, seeds=None))
@@ -115,10 +115,10 @@ def test_shipped_two_layer_base_system_runs_and_refining_helps(tmp_path):
 
     import torch
 
-    from compound.emit import load
+    from compound import load
 
     demo = moa.TwoLayerMixtureOfAgents()
-    base = Path(str(files("compound.demo") / "base" / "moa2"))
+    base = Path(str(files("compound_demos") / "base" / "moa2"))
     system = load(demo.system_file(tmp_path, base, demo.settings(True, None)))
     questions = moa.questions("held")[:100]
     rows = system.sample([q.inputs for q in questions], n=2, generator=torch.Generator().manual_seed(0))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import perturb
+from conftest import CORPUS, perturb
 from PIL import Image
 from transformers import AutoTokenizer
 
@@ -192,12 +192,12 @@ def test_gradients_reach_every_component(tiny, write_system):
 def test_sample_then_log_ratio_end_to_end(example, tmp_path):
     from pathlib import Path
 
-    from compound.testing import tiny_models
+    from compound.tiny import tiny_models
 
     source = Path(__file__).resolve().parents[1] / "examples" / f"{example}.cmp"
     cmp = tmp_path / source.name
     cmp.write_text(source.read_text())
-    tiny_models(cmp)
+    tiny_models(cmp, CORPUS)
     system = compound.load(cmp)
     inputs = [{"request": "a disc growing"}] if example == "storyboard" else [{"question": "two plus two?"}]
     rows = system.sample(

@@ -9,7 +9,8 @@ from test_log_ratio import lm_logp
 from transformers import AutoTokenizer
 
 import compound
-from compound.marginal import candidates, log_marginal, marginal_log_ratio
+from compound.estimators.marginal import candidates, log_marginal
+from compound.estimators.marginal import log_ratio as marginal_log_ratio
 
 CHOICES = ["small", "medium", "large", "huge"]
 
@@ -41,34 +42,43 @@ def test_candidates_that_cover_the_space_give_the_exact_marginal_and_fewer_a_low
     tokenizer = AutoTokenizer.from_pretrained(tiny["lm"])
     rows = [{"x": "a disc", "z": " yes"}, {"x": "the sky", "z": " blue and wide"}]
     g = torch.Generator().manual_seed(0)
-    full = [candidates(chain, row, len(CHOICES), "beam", g) for row in rows]
+    full = [candidates(chain.system, chain.backends, row, len(CHOICES), "beam", g) for row in rows]
     assert all(sorted(a["y"] for a in found) == sorted(CHOICES) for found in full)
-    estimate = log_marginal(chain, rows, full)
+    estimate = log_marginal(chain.system, chain.backends, rows, full)
     for k, row in enumerate(rows):
         assert estimate[k].item() == pytest.approx(exact(chain, tokenizer, row["x"], row["z"]), abs=1e-5)
     previous = None
     for size in (1, 2, 3):
-        fewer = [candidates(chain, row, size, "beam", g) for row in rows]
+        fewer = [candidates(chain.system, chain.backends, row, size, "beam", g) for row in rows]
         assert all(len(f) == size for f in fewer)
-        bound = log_marginal(chain, rows, fewer)
+        bound = log_marginal(chain.system, chain.backends, rows, fewer)
         assert (bound <= estimate + 1e-5).all()  # a lower bound: the missing terms are positive
         if previous is not None:
             assert (previous <= bound + 1e-5).all()  # and it tightens as candidates are added
         previous = bound
-    assert (log_marginal(chain, rows, [f[1:] for f in full]) < estimate - 1e-3).all()  # without the best one
+    assert (
+        log_marginal(chain.system, chain.backends, rows, [f[1:] for f in full]) < estimate - 1e-3
+    ).all()  # without the best one
     # beam gives the most probable choices first: the best single candidate is the tightest bound of size 1
-    best = log_marginal(chain, rows, [candidates(chain, row, 1, "beam", g) for row in rows])
+    best = log_marginal(
+        chain.system,
+        chain.backends,
+        rows,
+        [candidates(chain.system, chain.backends, row, 1, "beam", g) for row in rows],
+    )
     for choice in CHOICES:
-        assert (best >= log_marginal(chain, rows, [[{"y": choice}]] * 2) - 1e-6).all()
+        assert (best >= log_marginal(chain.system, chain.backends, rows, [[{"y": choice}]] * 2) - 1e-6).all()
 
 
 def test_marginal_log_ratio_is_policy_minus_reference_and_its_shares_add_up(chain, tiny):
     tokenizer = AutoTokenizer.from_pretrained(tiny["lm"])
     chosen, rejected = [{"x": "a disc", "z": " yes"}], [{"x": "a disc", "z": " no"}]
-    drawn = candidates(chain, chosen[0], 20, "sample", torch.Generator().manual_seed(0))
+    drawn = candidates(
+        chain.system, chain.backends, chosen[0], 20, "sample", torch.Generator().manual_seed(0)
+    )
     assert len({a["y"] for a in drawn}) == len(drawn) and {a["y"] for a in drawn} <= set(CHOICES)  # distinct
     found = [[{"y": c} for c in CHOICES]]
-    out = marginal_log_ratio(chain, chosen, rejected, found)
+    out = marginal_log_ratio(chain.system, chain.backends, chosen, rejected, found)
     reference = lambda backend: backend._reference_copy[0]  # noqa: E731  (the frozen copy)
     for side, row in ((0, chosen[0]), (1, rejected[0])):
         expected = exact(chain, tokenizer, row["x"], row["z"]) - exact(
@@ -91,7 +101,7 @@ def test_log_ratio_picks_direct_or_sampling_per_pair(chain):
         generator=torch.Generator().manual_seed(0),
     )
     alone = chain.log_ratio([complete[0]], [complete[1]])
-    sampled = marginal_log_ratio(chain, [partial[0]], [partial[1]], [found[1]])
+    sampled = marginal_log_ratio(chain.system, chain.backends, [partial[0]], [partial[1]], [found[1]])
     assert mixed.chosen[0].item() == pytest.approx(alone.chosen.item(), abs=1e-5)
     assert mixed.chosen[1].item() == pytest.approx(sampled.chosen.item(), abs=1e-5)
     with pytest.raises(compound.CompoundError, match=r"'y' is missing .* candidates for SysDPO-Sampling"):

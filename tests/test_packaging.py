@@ -1,4 +1,4 @@
-"""The built wheel installs `compound` alone: grammar/ and backends/ live under it."""
+"""The built wheel installs `compound` (grammar/ and backends/ under it) and the demos, `compound_demos`."""
 
 import subprocess
 import sys
@@ -36,18 +36,23 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_puts_no_generic_top_level_names_into_site_packages(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"compound", wheel.name.split("-py")[0] + ".dist-info"}
+    tops = {"compound", "compound_demos", wheel.name.split("-py")[0] + ".dist-info"}
+    assert {n.split("/")[0] for n in names} == tops
     assert "compound/grammar/compound.lark" in names
     assert "compound/backends/fn.py" in names
-    assert not any(n.startswith(("grammar/", "backends/", "tests/", "examples/")) for n in names)
+    assert not any(n.startswith(("grammar/", "backends/", "demos/", "tests/", "examples/")) for n in names)
 
 
 def test_wheel_ships_the_quick_demos_base_checkpoints(wheel):
     """`compound demo --quick` starts from them; they are package data in folders that setuptools sees as
     namespace packages (its build warns so), which a change in its discovery could silently drop."""
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = ROOT / "compound" / "demo" / "base"
-    files = [f.relative_to(ROOT).as_posix() for f in shipped.rglob("*") if f.is_file()]
+    shipped = ROOT / "demos" / "base"
+    files = [
+        "compound_demos/" + f.relative_to(ROOT / "demos").as_posix()
+        for f in shipped.rglob("*")
+        if f.is_file()
+    ]
     assert any(f.endswith("diffusion_pytorch_model.safetensors") for f in files)
     assert set(files) <= names
 

@@ -12,15 +12,14 @@ PLUGIN = '''
 import torch
 from torch import nn
 
-from compound.backends import Signature
+from compound.backends import Kind, Signature
 from compound.backends.base import Backend
 
 
 class Lengths(Backend):
     """A toy kind: scores a text by w * its length (w is the one parameter)."""
 
-    kind = "lengths"
-    signature = Signature(("text",), "text")
+    spec = Kind("lengths", Signature(("text",), "text"))
 
     @classmethod
     def load(cls, component, root, weights=None, reference=None):

@@ -1,5 +1,7 @@
 """The three reference strategies agree; `adapter` keeps one copy of the weights; weights save and load."""
 
+import json
+
 import pytest
 import torch
 from conftest import perturb
@@ -57,11 +59,9 @@ def test_copy_adapter_and_cached_give_the_same_loss(tiny, write_system, tmp_path
         system = compound.load(cmp, reference=strategy)
         cache = None
         if strategy == "cached":
-            cache = ReferenceCache.compute(
-                system, chosen, rejected, generator=torch.Generator().manual_seed(3)
-            )
+            cache = system.reference_cache(chosen, rejected, generator=torch.Generator().manual_seed(3))
             cache = ReferenceCache.load(cache.save(tmp_path / "reference.safetensors"))
-            cache.check(system)
+            system.check_cache(cache)
         trained(system)
         out = system.log_ratio(chosen, rejected, generator=torch.Generator().manual_seed(3), cache=cache)
         losses[strategy] = compound.sysdpo_loss(out, beta=0.1).item()
@@ -76,12 +76,20 @@ def test_copy_adapter_and_cached_give_the_same_loss(tiny, write_system, tmp_path
 def test_a_cache_refuses_other_weights_and_other_rows(tiny, write_system):
     system = compound.load(write_system(system_text(tiny)), reference="cached")
     chosen, rejected = ROWS
-    cache = ReferenceCache.compute(system, chosen, rejected)
-    trained(system)
+    cache = system.reference_cache(chosen, rejected)
+    trained(system)  # the reference is still the base model: the cache stays valid, but none can be made now
+    system.check_cache(cache)
+    with pytest.raises(
+        compound.CompoundError, match="compute the cache from a system loaded without weights="
+    ):
+        system.reference_cache(chosen, rejected)
+    other = compound.load(
+        write_system(system_text(tiny).replace(str(tiny["lm"]), str(tiny["lm2"]))), reference="cached"
+    )
     with pytest.raises(
         compound.CompoundError, match="differ from those the reference cache was computed with"
     ):
-        cache.check(system)
+        other.check_cache(cache)
     other = [dict(chosen[0], plan="tiny\nhuge"), chosen[1]]
     with pytest.raises(compound.CompoundError, match="pair 0 is not in the reference cache"):
         system.log_ratio(other, rejected, cache=cache)
@@ -127,3 +135,59 @@ def test_save_pretrained_then_load_weights_reproduces_the_scores(tiny, write_sys
         for node in a:
             assert torch.allclose(a[node][0], b[node][0], atol=1e-5)
             assert not torch.allclose(a[node][0], c[node][0], atol=1e-5)
+
+
+def plan_prefs(folder, name: str, count: int, seed: int):
+    """The storyboard's synthetic preferences on the plan alone: ascending plans over descending ones."""
+    from synth import storyboard_prefs
+
+    rows = [json.loads(line) for line in storyboard_prefs(folder, name, count, seed).read_text().splitlines()]
+    for row in rows:
+        for side in ("chosen", "rejected"):
+            row[side].pop("image")
+    path = folder / f"{name}-plans.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("strategy", ["copy", "adapter", "cached"])
+def test_a_reloaded_system_scores_against_its_base_model(tiny, tmp_path, strategy):
+    """compound.load(..., weights=RUN/final): the reference is the model the .cmp names, so the trained
+    system's implicit reward survives the reload, equal to the trainer's in-memory log ratios."""
+    from compound.train import Trainer
+
+    lora = ", lora(r=4)" if strategy == "adapter" else ""
+    cmp = tmp_path / "single.cmp"
+    cmp.write_text(
+        f'system single\ncomponent writer = causal_lm("{tiny["lm"]}"{lora})\ninput request : text\n'
+        'plan : text ~ writer(request, template="Two scenes, {request}:\\n")\noutput plan\n'
+    )
+    train, held = plan_prefs(tmp_path, "train", 48, seed=0), plan_prefs(tmp_path, "held", 24, seed=1)
+    trainer = Trainer(
+        cmp,
+        train,
+        tmp_path / "run",
+        steps=20,
+        batch_size=8,
+        learning_rate=1e-3,
+        reference=strategy,
+        eval_data=held,
+        quiet=True,
+        report_to=[],
+    )
+    trainer.train()
+    pairs = trainer.eval_data.pairs
+    chosen, rejected = [p.chosen for p in pairs], [p.rejected for p in pairs]
+    with torch.no_grad():
+        trained = trainer.log_ratio(pairs, 0, trainer.system, source="eval")
+        again = compound.load(cmp, weights=tmp_path / "run" / "final", reference=strategy)
+        cache = None
+        if strategy == "cached":  # the run's cache, computed before training next to the data
+            (found,) = (tmp_path / "train-plans.jsonl.reference").glob("*.safetensors")
+            cache = ReferenceCache.load(found)
+            again.check_cache(cache)
+        reloaded = again.log_ratio(chosen, rejected, cache=cache)
+    assert torch.allclose(reloaded.chosen, trained.chosen, atol=1e-5)
+    assert torch.allclose(reloaded.rejected, trained.rejected, atol=1e-5)
+    assert ((reloaded.chosen - reloaded.rejected) > 0).float().mean().item() > 0.9
+    assert reloaded.chosen.abs().min().item() > 0  # not a copy of the trained weights: ratios are not 0

@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import launch_two
+from conftest import CORPUS, launch_two
 from PIL import Image
 from synth import outputs_only, storyboard_cmp, storyboard_prefs
 from typer.testing import CliRunner
 
 from compound.cli import app
-from compound.testing import tiny_models
+from compound.tiny import tiny_models
 from compound.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ def invoke(*args):
 def test_sample_then_pairs_then_train_on_the_storyboard_example(tmp_path):
     cmp = tmp_path / "storyboard.cmp"
     cmp.write_text((ROOT / "examples" / "storyboard.cmp").read_text())
-    tiny_models(cmp)
+    tiny_models(cmp, CORPUS)
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text('{"request": "a disc growing"}\n{"request": "a scene getting darker"}\n')
     sampling = ["--max-new-tokens", 16, "--steps", 4, "--seed", 3]
@@ -102,7 +102,7 @@ def test_sample_then_pairs_then_train_on_the_storyboard_example(tmp_path):
 def test_two_processes_sample_what_one_does(tmp_path):
     cmp = tmp_path / "moa.cmp"
     cmp.write_text((ROOT / "examples" / "moa.cmp").read_text())
-    tiny_models(cmp)
+    tiny_models(cmp, CORPUS)
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text("".join(json.dumps({"question": f"{k}+{k}?"}) + "\n" for k in range(5)))
     args = ["sample", str(cmp), "--inputs", str(inputs), "--n", "2", "--batch", "1", "--max-new-tokens", "8"]
@@ -139,12 +139,13 @@ def test_training_on_output_only_rows_and_on_full_rows_both_learn(tiny, tmp_path
         trainer.train()
         after = trainer.evaluate(trainer.eval_data.pairs)
         assert after["accuracy"] >= 0.75 and after["margin"] > 0, (sampling, after)
-    plans = {a["plan"] for _, found in trainer.store.values() for a in found}
+    plans = {a["plan"] for _, found in trainer.candidates.found.values() for a in found}
     assert plans and all(p.startswith("disc ") and "\ndisc " in p for p in plans)  # the pattern held
 
 
 def test_pairs_keep_only_groups_whose_preferred_sample_reaches_min_chosen():
-    from compound.samples import Sample, pairs
+    from compound.pairing import pairs
+    from compound.samples import Sample
 
     def group(name, scores):
         return [

@@ -8,7 +8,7 @@ made with the demo's proposer noise, and two final answers: the right one
 import json
 import random
 
-from compound.demo import moa
+from compound_demos import moa
 
 rng = random.Random(0)
 with open("prefs.jsonl", "w") as out:

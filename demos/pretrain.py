@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from compound_demos import progression as task
 from rich.progress import Progress
 
-from compound.demo import progression as task
-from compound.testing import byte_tokenizer, clip_text_encoder, gpt2, save_pipeline
+from compound.tiny import byte_tokenizer, clip_text_encoder, gpt2, save_pipeline
 
 WRITER_STEPS, PAINTER_STEPS = 4000, 1500  # at 1500 the writer's plans followed the intent half as often
 OFFSET_NOISE = 0.1  # per-image shift of the training noise (Guttenberg 2023): lets the model move the mean
@@ -141,7 +141,7 @@ def pretrain_painter(
     denoiser = TinyDenoiser(
         sample_size=task.SIZE, in_channels=1, out_channels=1, channels=(32, 64), cross_attention_dim=32
     )
-    scheduler = DDPMScheduler(  # trailing: sampling starts from pure noise (t = 999), not from t = 950
+    scheduler: Any = DDPMScheduler(  # trailing: sampling starts from pure noise (t = 999), not from t = 950
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
         prediction_type="epsilon",

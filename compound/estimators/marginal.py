@@ -3,7 +3,7 @@
 A pair whose rows lack some intermediate sampled nodes y (they give the inputs x
 and the outputs z) is scored through log p(z | x) = log sum_y p(y | x) p(z | y),
 approximated on K candidate assignments y^1..y^K of the missing nodes
-(PAPER.md point 6):
+(docs/method.md, "SysDPO-Sampling"):
 
     log p(z | x)  ~  logsumexp_a  sum over factors f of  weight_f * score_f(y^a, z)
 
@@ -26,54 +26,31 @@ goes to the first missing node, so the shares add up to the total exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from compound import ir
-from compound.diagnostics import CompoundError, Diagnostic
-from compound.values import compute, condition, given, plate_sizes
-
-if TYPE_CHECKING:
-    from compound.emit import CompiledSystem, LogRatio, Row
-
-Assignment = dict[str, Any]
-
-
-def missing(system: ir.System, row: Mapping[str, Any]) -> list[ir.Node]:
-    """The sampled nodes a row does not give (a plate's members when the plate is absent)."""
-    return [n for n in system.nodes if n.kind == "sample" and n.name not in row and n.base not in row]
-
-
-def check_marginal(system: ir.System, row: Mapping[str, Any], label: str) -> list[ir.Node]:
-    """The row's missing nodes, after checking that they can be marginalized: text intermediates only."""
-    gone = missing(system, row)
-    outputs = set(system.outputs)
-    for node in gone:
-        kind = "an output" if node.name in outputs else "an image" if node.type == "image" else None
-        if kind:
-            raise CompoundError(
-                [
-                    Diagnostic(
-                        "error",
-                        "row",
-                        f"{label}: '{node.base}' is missing; it is {kind}, "
-                        "which SysDPO-Sampling cannot sum over: give it",
-                        node.span,
-                    )
-                ]
-            )
-    return gone
+from compound.backends.base import Backend
+from compound.estimators.direct import exact_nodes
+from compound.scoring import draw_seeds, score
+from compound.types import Assignment, LogRatio, Row, Scores, Sides, total
+from compound.values import compute, condition, given, missing, plate_sizes
 
 
 def candidates(
-    model: CompiledSystem, row: Row, k: int, strategy: str, generator: torch.Generator, label: str = "row"
+    system: ir.System,
+    backends: Mapping[str, Backend],
+    row: Row,
+    k: int,
+    strategy: str,
+    generator: torch.Generator,
+    label: str = "row",
 ) -> list[Assignment]:
     """Up to k distinct assignments of the row's missing intermediate nodes, from the current policy.
 
     Only the inputs and the given nodes they depend on are needed: outputs may be absent.
     """
-    system = model.system
     outputs = set(system.outputs)
     gone = {n.name for n in missing(system, row) if n.name not in outputs}
     if not gone:
@@ -83,17 +60,17 @@ def candidates(
     first = True
     for node in system.nodes:
         known = runs[0]
-        if node.kind == "compute":
+        if isinstance(node, ir.ComputeNode):
             if all(p in known for p in node.parents):
                 for values in runs:
                     values[node.name] = compute(node, values)
-        elif node.name not in gone:
+        elif not isinstance(node, ir.SampleNode) or node.name not in gone:
             if node.name in row or node.base in row:
                 for values in runs:
                     values[node.name] = given(node, row, label, sizes)
         else:
-            backend = model.backend(node.component)  # type: ignore[arg-type]
-            options = {**model.backend_options(node.component), **node.options}  # type: ignore[arg-type]
+            backend = backends[node.component]
+            options = {**system.component(node.component).options, **node.options}
             options = {key: v for key, v in options.items() if key in backend.sampling}
             if first:
                 found = backend.candidates(condition(node, known), k, strategy, generator, **options)
@@ -108,19 +85,21 @@ def candidates(
 
 
 def log_marginal(
-    model: CompiledSystem,
+    system: ir.System,
+    backends: Mapping[str, Backend],
     rows: Sequence[Row],
     found: Sequence[Sequence[Assignment]],
     seeds: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The policy's estimate of log p(outputs | inputs) for each row, summed over its candidates."""
-    grids = _grids(model, rows, rows, found, seeds, generator)
+    grids = _grids(system, backends, rows, rows, found, seeds, generator)
     return torch.logsumexp(grids.total(grids.scores.policy, 0), dim=1)
 
 
-def marginal_log_ratio(
-    model: CompiledSystem,
+def log_ratio(
+    system: ir.System,
+    backends: Mapping[str, Backend],
     chosen: Sequence[Row],
     rejected: Sequence[Row],
     found: Sequence[Sequence[Assignment]],
@@ -128,12 +107,10 @@ def marginal_log_ratio(
     generator: torch.Generator | None = None,
 ) -> LogRatio:
     """Log ratios of output-only pairs through the marginal over their candidates `found[k]`."""
-    from compound.emit import LogRatio
-
-    grids = _grids(model, chosen, rejected, found, seeds, generator)
-    factors, scores = model.system.factors, grids.scores
+    grids = _grids(system, backends, chosen, rejected, found, seeds, generator)
+    factors, scores = system.factors, grids.scores
     # The entropy term of each pair goes to its first missing node in topological order.
-    firsts = [next((n.name for n in model.system.nodes if n.name in a[0]), None) for a in found]
+    firsts = [next((n.name for n in system.nodes if n.name in a[0]), None) for a in found]
     per_node: dict[str, tuple[Any, Any]] = {}
     policy: dict[str, tuple[Any, Any]] = {}
     sizes: dict[str, tuple[Any, Any]] = {}
@@ -154,14 +131,13 @@ def marginal_log_ratio(
             )
             size = grids.mean(w_policy.detach(), scores.sizes[f.node][side].to(grids.device))
             sizes[f.node] = _set(sizes.get(f.node, ((), ())), side, size)
-    exact = {f.node for f in factors if model.backend(f.component).exact}
     return LogRatio(
         chosen=totals[0],
         rejected=totals[1],
         per_node=per_node,
         policy=policy,
         sizes=sizes,
-        exact=frozenset(exact),
+        exact=exact_nodes(system, backends),
     )
 
 
@@ -169,7 +145,12 @@ class _Grids:
     """Every factor's scores for every (pair, candidate), laid out as [pairs, candidates] grids."""
 
     def __init__(
-        self, scores: Any, factors: Sequence[ir.Factor], where: list[tuple[int, int]], pairs: int, width: int
+        self,
+        scores: Scores,
+        factors: Sequence[ir.Factor],
+        where: list[tuple[int, int]],
+        pairs: int,
+        width: int,
     ):
         self.scores, self.factors, self.pairs, self.width = scores, factors, pairs, width
         self.device = next(iter(scores.policy.values()))[0].device if scores.policy else torch.device("cpu")
@@ -180,9 +161,9 @@ class _Grids:
         out = torch.full((self.pairs, self.width), fill, device=self.device)
         return out.index_put((self.rows, self.cols), values.to(self.device))
 
-    def total(self, table: Mapping[str, tuple[torch.Tensor, torch.Tensor]], side: int) -> torch.Tensor:
+    def total(self, table: Mapping[str, Sides], side: int) -> torch.Tensor:
         """Each candidate's summed, weighted score: -inf where a pair has fewer candidates."""
-        return self.grid(sum(f.weight * table[f.node][side] for f in self.factors))
+        return self.grid(total(f.weight * table[f.node][side] for f in self.factors))
 
     def mean(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """The weighted mean over candidates of one factor's values."""
@@ -190,7 +171,8 @@ class _Grids:
 
 
 def _grids(
-    model: CompiledSystem,
+    system: ir.System,
+    backends: Mapping[str, Backend],
     chosen: Sequence[Row],
     rejected: Sequence[Row],
     found: Sequence[Sequence[Assignment]],
@@ -198,9 +180,9 @@ def _grids(
     generator: torch.Generator | None,
 ) -> _Grids:
     """Score every (pair, candidate): a candidate completes both rows of its pair; one seed row a pair."""
-    factors = model.system.factors
+    factors = system.factors
     if seeds is None:
-        seeds = torch.randint(0, 2**62, (len(chosen), len(factors)), generator=generator)
+        seeds = draw_seeds(len(chosen), len(factors), generator)
     where, full_c, full_r, full_seeds = [], [], [], []
     for k, (c, r, assignments) in enumerate(zip(chosen, rejected, found, strict=True)):
         for a, assignment in enumerate(assignments):
@@ -208,7 +190,7 @@ def _grids(
             full_c.append({**c, **assignment})
             full_r.append({**r, **assignment})
             full_seeds.append(seeds[k])
-    scores = model.scores(full_c, full_r, seeds=torch.stack(full_seeds))
+    scores = score(system, backends, full_c, full_r, torch.stack(full_seeds))
     return _Grids(scores, factors, where, len(chosen), max(len(f) for f in found))
 
 

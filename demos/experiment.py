@@ -1,7 +1,7 @@
 """`compound demo progression`: the paper's first experiment (a writer plans three scenes, a painter
 renders them; the preference is how well an attribute progresses over the images).
 
-The protocol is `compound.demo.protocol`'s; this module is the task's side of it:
+The protocol is `compound_demos.protocol`'s; this module is the task's side of it:
 its settings, base models, system file, scores and the before/after grid.
 """
 
@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compound.demo import progression as world
-from compound.demo.evaluate import pair_fidelity, score, summarize
-from compound.demo.protocol import Column, Settings, Task, paper_methods
+from compound_demos import progression as world
+from compound_demos.evaluate import pair_fidelity, score, summarize
+from compound_demos.protocol import Column, Settings, Task, paper_methods, training
+
+from compound import TrainConfig
+from compound.grammar import quote
 
 
 @dataclass
@@ -26,11 +29,13 @@ class ProgressionSettings(Settings):
     # decreasing requests of the pairs' intents 0.52-0.60 -> 0.62-0.74, writer only and joint, seeds 0 1).
     min_chosen: float | None = 0.5
     eval_samples: int = 18  # 324 sequences per method and seed: 6 left a standard error of about 5 points
-    steps: int = 240
-    beta: float = 0.5
-    learning_rate: float = 3e-4  # the writer's; 1e-3 fit the pairs better but lost the left-out intent
-    learning_rates: dict[str, float] = field(
-        default_factory=lambda: {"painter": 3e-5}  # 1e-4 damaged the painter; 1e-5 barely moved it
+    train: TrainConfig = field(
+        default_factory=lambda: training(
+            steps=240,
+            beta=0.5,
+            learning_rate=3e-4,  # the writer's; 1e-3 fit the pairs better but lost the left-out intent
+            learning_rates={"painter": 3e-5},  # 1e-4 damaged the painter; 1e-5 barely moved it
+        )
     )
     pretrain: tuple[int, ...] = (4000, 1500)  # writer, painter steps
     showcase: tuple[str, ...] = (  # held-out requests: one per attribute, and the intent no pair asks for
@@ -59,9 +64,11 @@ class Progression(Task):
 
     def settings(self, quick: bool, seeds: tuple[int, ...] | None) -> ProgressionSettings:
         if quick:
-            return ProgressionSettings(
-                seeds=seeds or (0,), rounds=3, eval_samples=4, steps=80, train_requests=30, pretrain=()
+            settings = ProgressionSettings(
+                seeds=seeds or (0,), rounds=3, eval_samples=4, train_requests=30, pretrain=()
             )
+            settings.train = settings.train.model_copy(update={"steps": 80})
+            return settings
         return ProgressionSettings(seeds=seeds or (0, 1, 2))
 
     def cache_key(self, settings: Settings) -> str:
@@ -69,27 +76,27 @@ class Progression(Task):
         return f"progression-intent-w{writer}-p{painter}-j{world.JITTER}-f{world.P_FOLLOW}-h{world.P_HABIT}"
 
     def pretrain(self, out: Path, steps: Sequence[int], seed: int = 0, quiet: bool = False) -> Path:
-        from compound.demo.pretrain import pretrain
+        from compound_demos.pretrain import pretrain
 
-        return pretrain(out, *steps, seed=seed, quiet=quiet)
+        writer, painter = steps
+        return pretrain(out, writer, painter, seed=seed, quiet=quiet)
 
     def system_file(self, out: Path, base: Path, settings: Settings) -> Path:
         assert isinstance(settings, ProgressionSettings)
-        pattern = world.PATTERN.replace("\\", "\\\\")
-        plan_prompt = world.PLAN_PROMPT.replace("\n", "\\n")
         path = out / "progression.cmp"
         path.write_text(
             "# compound's progression demo: a writer names the intent and plans three scenes, a painter\n"
             "# renders them.\n"
             "system progression\n\n"
-            f'component writer  = causal_lm("{base / "writer"}")\n'
-            f'component painter = diffusion("{base / "painter"}", steps={settings.denoising_steps}, '
+            f"component writer  = causal_lm({quote(str(base / 'writer'))})\n"
+            f"component painter = diffusion({quote(str(base / 'painter'))}, "
+            f"steps={settings.denoising_steps}, "
             f"timesteps={settings.timesteps})\n\n"
             "input request : text\n\n"
-            f'intent   : text  ~ writer(request, template="{world.PROMPT}", max_new_tokens=6, '
-            f'pattern="{world.INTENT_PATTERN}")\n'
-            f'plan     : text  ~ writer(intent, template="{plan_prompt}", '
-            f'max_new_tokens=24,\n                        pattern="{pattern}")\n'
+            f"intent   : text  ~ writer(request, template={quote(world.PROMPT)}, max_new_tokens=6, "
+            f"pattern={quote(world.INTENT_PATTERN)})\n"
+            f"plan     : text  ~ writer(intent, template={quote(world.PLAN_PROMPT)}, "
+            f"max_new_tokens=24,\n                        pattern={quote(world.PATTERN)})\n"
             "scene[3] : text  = line(plan, i)\n"
             f"image[3] : image ~ painter(scene[i], weight={settings.painter_weight})\n\n"
             "output image\n"

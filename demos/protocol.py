@@ -29,7 +29,7 @@ import statistics
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,12 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from compound.diagnostics import CompoundError, Diagnostic
-from compound.emit import CompiledSystem, load
-from compound.train import Trainer, splitmix
+from compound import CompiledSystem, TrainConfig, Trainer, load
+from compound.diagnostics import error
+from compound.pairing import pairs
+from compound.report import report
+from compound.samples import Sample, read, write
+from compound.seeds import splitmix
 
 
 @dataclass(frozen=True)
@@ -79,27 +82,41 @@ class Column:
     digits: int = 2
 
 
+def training(**settings: Any) -> TrainConfig:
+    """A demo's training settings: `TrainConfig`'s, with the demos' defaults under the ones given."""
+    defaults: dict[str, Any] = {
+        "steps": 200,
+        "batch_size": 16,
+        "beta": 0.2,
+        "learning_rate": 3e-4,
+        "nll": 0.2,  # RPO: the chosen side's NLL keeps DPO from displacing probability onto bad outputs
+        "quiet": True,
+        "report_to": [],
+    }
+    return TrainConfig(**{**defaults, **settings})
+
+
 @dataclass
 class Settings:
-    """What a run does; a task's `quick()` settings are the 3-minute version."""
+    """What a run does; a task's `quick()` settings are the quick version. `train` holds the training
+    settings (each method overrides which components train, the seed and, if it says so, the NLL)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     samples: int = 4  # per training request, to pair best against worst
     rounds: int = 1  # times each training request is sampled (and paired) anew
     min_chosen: float | None = None  # pair a group only when its best scores at least this (None: always)
     eval_samples: int = 4  # per held-out request and method
-    steps: int = 200
-    batch_size: int = 16
-    beta: float = 0.2
-    learning_rate: float = 3e-4
-    learning_rates: dict[str, float] = field(default_factory=dict)  # per component, overriding learning_rate
-    nll: float = 0.2  # RPO: the chosen side's NLL keeps DPO from displacing probability onto bad outputs
-    node_weights: dict[str, float] = field(default_factory=dict)  # scales nodes' log ratios in the loss
+    train: TrainConfig = field(default_factory=training)
     pretrain: tuple[int, ...] = ()  # steps per base model; empty: the shipped quick checkpoints
     train_requests: int | None = None  # a random subset of the training requests (None: all)
     evaluate_on: str = "held"  # for tuning without peeking: "validation" (see `requests`) or "train"
     eval_requests: int | None = None  # a random subset of the evaluation requests (None: all)
     showcase: tuple[str, ...] = ()  # the held-out requests shown under every method
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready data (training: what differs from TrainConfig's defaults)."""
+        plain = {f.name: getattr(self, f.name) for f in fields(self)}
+        return plain | {"train": self.train.model_dump(exclude_defaults=True)}
 
 
 class Task(ABC):
@@ -151,7 +168,7 @@ class Task(ABC):
 def base_models(task: Task, settings: Settings, cache: str | Path | None, console: Console) -> Path:
     """The task's pretrained models: the shipped small ones (quick), or pretrained once and cached."""
     if not settings.pretrain:
-        shipped = Path(str(files("compound.demo") / "base" / task.name))
+        shipped = Path(str(files("compound_demos") / "base" / task.name))
         console.print(f"base models: the shipped quick checkpoints ({shipped})")
         return shipped
     folder = (Path(cache).expanduser() if cache else Path.home() / ".cache" / "compound" / "demo") / (
@@ -189,8 +206,6 @@ def make_pairs(
     task: Task, system: CompiledSystem, requests: Sequence[Any], settings: Settings, seed: int, folder: Path
 ) -> tuple[Path, int]:
     """Best-against-worst pairs of the base system's samples, as preference JSONL (images as PNG)."""
-    from compound.samples import Sample, pairs, read, write
-
     sampled = {n.base for n in system.system.nodes if n.kind == "sample"}
     samples = []
     for k in range(settings.rounds):  # each round: every request sampled anew, its best paired with its worst
@@ -207,15 +222,10 @@ def make_pairs(
     written = write(samples, folder / "samples")
     made = pairs(read(written.parent), "best-worst", 1e-6, relative_to=folder, min_chosen=settings.min_chosen)
     if not made.pairs:
-        raise CompoundError(
-            [
-                Diagnostic(
-                    "error",
-                    "config",
-                    f"the base system's {len(samples)} samples gave no preference pair: every request's "
-                    "samples scored the same or below min_chosen (are the base models pretrained?)",
-                )
-            ]
+        raise error(
+            "config",
+            f"the base system's {len(samples)} samples gave no preference pair: every request's "
+            "samples scored the same or below min_chosen (are the base models pretrained?)",
         )
     for pair in made.pairs:
         del pair["input"]["round"]
@@ -249,8 +259,6 @@ def run(
     console: Console | None = None,
 ) -> Path:
     """Run the whole protocol into `out`; returns the path of RESULTS.md."""
-    from compound.report import report
-
     settings = settings or task.settings(quick=False, seeds=None)
     console = console or Console(stderr=True)
     out = Path(out)
@@ -287,22 +295,10 @@ def run(
             system = base
             if method.train:
                 run_dir = folder / method.folder
-                console.print(f"  training {method.name}: {settings.steps} steps")
+                console.print(f"  training {method.name}: {settings.train.steps} steps")
+                nll = settings.train.nll if method.nll is None else method.nll
                 Trainer(
-                    cmp,
-                    prefs,
-                    run_dir,
-                    beta=settings.beta,
-                    learning_rate=settings.learning_rate,
-                    learning_rates=settings.learning_rates,
-                    node_weights=settings.node_weights,
-                    steps=settings.steps,
-                    batch_size=settings.batch_size,
-                    nll=settings.nll if method.nll is None else method.nll,
-                    train=list(method.train),
-                    seed=seed,
-                    quiet=True,
-                    report_to=[],
+                    cmp, prefs, run_dir, settings.train, train=list(method.train), seed=seed, nll=nll
                 ).train()
                 report(run_dir)
                 system = load(cmp, weights=run_dir / "final")
@@ -319,7 +315,7 @@ def run(
         results_md(task, results, settings, minutes, showing, len(train_requests), len(held), made)
     )
     (out / "results.json").write_text(
-        json.dumps({"settings": asdict(settings), "results": results, "pairs": made}, indent=2)
+        json.dumps({"settings": settings.as_dict(), "results": results, "pairs": made}, indent=2)
     )
     console.print(f"wrote {path} ({minutes:.1f} minutes)")
     return path
@@ -365,5 +361,5 @@ def results_md(
         "|---|" + "---|" * len(task.columns),
     ]
     lines += [f"| {m} | " + " | ".join(cell(m, c) for c in task.columns) + " |" for m in results]
-    lines += ["", f"Settings: {json.dumps(asdict(settings))}", "", showing, ""]
+    lines += ["", f"Settings: {json.dumps(settings.as_dict())}", "", showing, ""]
     return "\n".join(lines)

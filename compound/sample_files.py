@@ -15,8 +15,11 @@ from typing import Any
 import torch
 
 from compound import samples as saved
-from compound.emit import load
-from compound.train import splitmix
+from compound.contact import contact_sheet
+from compound.devices import accelerated
+from compound.loader import load
+from compound.scorers import scorer as find_scorer
+from compound.seeds import splitmix
 
 
 def sample_inputs(
@@ -37,10 +40,7 @@ def sample_inputs(
     from accelerate import PartialState
     from rich.progress import Progress
 
-    from compound.scorers import scorer as find_scorer
-    from compound.train import _accelerated
-
-    state = PartialState(cpu=not _accelerated())
+    state = PartialState(cpu=not accelerated())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = load(system_path, weights=weights)
@@ -71,5 +71,5 @@ def sample_inputs(
     path = saved.write(merged, out)
     for rank in range(state.num_processes):
         (out / f"samples-{rank}.jsonl").unlink()
-    saved.contact_sheet(merged, out)
+    contact_sheet(merged, out)
     return path

@@ -1,31 +1,29 @@
 """Tiny but real models, built from configs and saved with `save_pretrained`.
 
-Tests and the demos load them through the same `from_pretrained` path a user's
-checkpoint takes: a GPT-2 causal LM with a byte-level BPE tokenizer trained in
-process, and a diffusion folder (`model_index.json`, a denoiser, a DDPM
+For tests, examples and experiments that must run anywhere: they load through
+the same `from_pretrained` path a user's checkpoint takes. A GPT-2 causal LM
+with a byte-level BPE tokenizer trained in process on a corpus of the caller's
+texts, and a diffusion folder (`model_index.json`, a denoiser, a DDPM
 scheduler, a CLIP text encoder and its tokenizer). No network is needed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from compound.compiler import compile_file
+
 EOS = "<|endoftext|>"
 PAD = "<pad>"
+#: A few generic texts: byte-level tokenizers encode any text; their merges come from the corpus.
 CORPUS = (
-    "a lake as the ice grows",
-    "three scenes of a lake",
-    "a disc growing",
-    "a scene getting darker",
-    "a dot moving right",
+    "The quick brown fox jumps over the lazy dog.",
     "Question: what is two plus two? Answer: four",
-    "Candidate answers:\n1. four\n2. five",
-    "small medium large huge tiny",
     "0123456789 + = ; , . : ? !",
 )
 
@@ -189,12 +187,10 @@ def save_pipeline(
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def tiny_models(cmp_file: str | Path, corpus: Sequence[str] = CORPUS, seed: int = 0) -> None:
+def tiny_models(cmp_file: str | Path, corpus: Iterable[str] = CORPUS, seed: int = 0) -> None:
     """Build a tiny model for every component of a `.cmp` file, in the folders it names."""
-    from compound.compiler import compile_file
-
     cmp_file = Path(cmp_file)
     system = compile_file(cmp_file)
-    builders = {"causal_lm": tiny_causal_lm, "diffusion": tiny_diffusion}
+    builders: dict[str, Callable[..., Path]] = {"causal_lm": tiny_causal_lm, "diffusion": tiny_diffusion}
     for k, component in enumerate(system.components):
         builders[component.kind](cmp_file.parent / component.path, corpus, seed=seed + k)

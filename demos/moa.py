@@ -34,8 +34,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from compound_demos.protocol import Column, Method, Settings, Task, paper_methods, training
+
+from compound import TrainConfig
 from compound.backends.fn import fill
-from compound.demo.protocol import Column, Method, Settings, Task, paper_methods
+from compound.grammar import quote
 
 NOISE = 0.25  # a proposer's training answers: each digit wrong with this probability
 MAJORITY = 0.3  # the aggregator's training targets: the per-digit majority this often, else a copied answer
@@ -128,9 +131,10 @@ def corpus() -> list[str]:
 @dataclass
 class MoASettings(Settings):
     rounds: int = 3
-    steps: int = 400
     # at 3e-4 the aggregator stayed a sampler of copies (tuned on training questions: docs/moa.md)
-    learning_rates: dict[str, float] = field(default_factory=lambda: {"aggregator": 1e-3})
+    train: TrainConfig = field(
+        default_factory=lambda: training(steps=400, learning_rates={"aggregator": 1e-3})
+    )
     train_requests: int | None = 1000
     pretrain: tuple[int, ...] = (2000, 1500)  # proposer, aggregator steps
     showcase: tuple[str, ...] = field(default_factory=lambda: tuple(q.text for q in questions("held")[:6]))
@@ -144,7 +148,7 @@ class MixtureOfAgents(Task):
         Method("aggregator only, no NLL", ("aggregator",), nll=0.0),
         Method("SysDPO (joint), no NLL", ("proposer", "aggregator"), nll=0.0),
     )
-    columns = (
+    columns: tuple[Column, ...] = (
         Column("final answer accuracy", "accuracy", percent=True, digits=1),
         Column("a proposer's accuracy", "proposer", percent=True, digits=1),
         Column("majority of the proposers", "majority", percent=True, digits=1),
@@ -159,16 +163,18 @@ class MixtureOfAgents(Task):
 
     def settings(self, quick: bool, seeds: tuple[int, ...] | None) -> MoASettings:
         if quick:
-            return MoASettings(seeds=seeds or (0,), steps=150, train_requests=300, pretrain=())
+            settings = MoASettings(seeds=seeds or (0,), train_requests=300, pretrain=())
+            settings.train = settings.train.model_copy(update={"steps": 150})
+            return settings
         return MoASettings(seeds=seeds or (0, 1, 2))
 
     def pretrain(self, out: Path, steps: Sequence[int], seed: int = 0, quiet: bool = False) -> Path:
         import json
 
+        from compound_demos.pretrain import train_lm
         from rich.progress import Progress
 
-        from compound.demo.pretrain import train_lm
-        from compound.testing import byte_tokenizer
+        from compound.tiny import byte_tokenizer
 
         # vocab_size 258: the 256 byte symbols, EOS and PAD, no merges: one token per character
         tokenizer = byte_tokenizer(corpus(), vocab_size=258)
@@ -180,8 +186,9 @@ class MixtureOfAgents(Task):
 
     def system_file(self, out: Path, base: Path, settings: Settings) -> Path:
         def node(name: str, component: str, parents: str, template: str) -> str:
-            escaped = template.replace("\n", "\\n")
-            return f'{name:<9} : text ~ {component}({parents}, template="{escaped}", max_new_tokens=4)\n'
+            return (
+                f"{name:<9} : text ~ {component}({parents}, template={quote(template)}, max_new_tokens=4)\n"
+            )
 
         two = self.layers == 2
         nodes = [node(f"draft[{PROPOSERS}]", "proposer", "question", PROPOSE)] if two else []
@@ -198,8 +205,8 @@ class MixtureOfAgents(Task):
         path.write_text(
             f"# examples/{self.name}.cmp with the demo's models and prompts: {self.title}.\n"
             f"system {self.name}\n\n"
-            f'component proposer   = causal_lm("{base / "proposer"}", batch_size=512)\n'
-            f'component aggregator = causal_lm("{base / "aggregator"}", batch_size=512)\n\n'
+            f"component proposer   = causal_lm({quote(str(base / 'proposer'))}, batch_size=512)\n"
+            f"component aggregator = causal_lm({quote(str(base / 'aggregator'))}, batch_size=512)\n\n"
             "input question : text\n\n" + "".join(nodes) + "\noutput final\n"
         )
         return path

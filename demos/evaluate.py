@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from compound_demos import progression as task
 
-from compound.demo import progression as task
 from compound.scorers import MEASURES, Progression
 
 SCORERS = {a.name: Progression(field="image", measure=a.measure) for a in task.ATTRIBUTES}
@@ -28,19 +28,19 @@ def score(row: Mapping[str, Any], request: task.Request) -> tuple[float, bool]:
 
 def plan_quality(plan: str, request: task.Request) -> dict[str, float]:
     """Whether a plan is well formed, names the requested attribute, is ordered, and uses canonical words."""
-    lines = [task.parse(line) for line in plan.split("\n")]
-    ok = len(lines) == 3 and all(p is not None for p in lines)
-    if not ok:
+    parsed = [task.parse(line) for line in plan.split("\n")]
+    lines = [p for p in parsed if p is not None]
+    if len(parsed) != 3 or len(lines) != 3:
         return {"valid": 0.0, "right_attribute": 0.0, "ordered": 0.0, "canonical": 0.0}
-    attribute_ok = all(p[0].name == request.attribute for p in lines)  # type: ignore[index]
-    levels = [p[1] for p in lines]  # type: ignore[index]
+    attribute_ok = all(p[0].name == request.attribute for p in lines)
+    levels = [p[1] for p in lines]
     steps = [request.direction * (b - a) for a, b in itertools.pairwise(levels)]
     return {
         "valid": 1.0,
         "right_attribute": float(attribute_ok),
         "ordered": float(all(s > 0 for s in steps)),
         "canonical": sum(not p[2] for p in lines) / 3,
-    }  # type: ignore[index]
+    }
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -1,0 +1,74 @@
+"""Loading Hugging Face-format components: where a model is, its dtype, and its LoRA adapters."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compound import ir
+from compound.backends.base import component_error
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LORA_OPTIONS = ("r", "alpha", "dropout", "target_modules")
+
+
+def resolve(component: ir.Component, root: Path) -> str:
+    """The model's folder (relative to the `.cmp` file), or a hub id when no such folder exists."""
+    local = (root / component.path).resolve()
+    if local.exists():
+        if not local.is_dir():
+            raise component_error(
+                component, f"{local} is a file; a model is a folder saved with save_pretrained"
+            )
+        return str(local)
+    if component.path.count("/") == 1 and not component.path.startswith((".", "/")):
+        return component.path  # a hub id: from_pretrained reads the local cache (HF_HUB_OFFLINE) or downloads
+    raise component_error(component, f"no model folder at {local}")
+
+
+def dtype_option(component: ir.Component) -> torch.dtype:
+    """The component's `dtype=` option as a torch dtype (float32 by default)."""
+    name = str(component.options.get("dtype", "float32"))
+    if name not in DTYPES:
+        raise component_error(component, f"dtype={name!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def lora(model: nn.Module, component: ir.Component, targets: Sequence[str] | None) -> nn.Module:
+    """Wrap `model` in PEFT LoRA adapters when the component asks for `lora(...)`."""
+    spec = component.options.get("lora")
+    if spec is None:
+        return model
+    if not isinstance(spec, ir.Call):
+        raise component_error(component, "lora takes options, as in lora(r=8, alpha=16)")
+    from peft import LoraConfig, get_peft_model
+
+    options = dict(spec.options)
+    unknown = sorted(set(options) - set(LORA_OPTIONS))
+    if unknown:
+        raise component_error(
+            component, f"lora has no option {', '.join(unknown)} (options: {', '.join(LORA_OPTIONS)})"
+        )
+    rank = int(options.get("r", 8))  # type: ignore[arg-type]
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 style transposed linears
+    config = LoraConfig(
+        fan_in_fan_out=conv1d,
+        r=rank,
+        lora_alpha=float(options.get("alpha", 2 * rank)),  # type: ignore[arg-type]
+        lora_dropout=float(options.get("dropout", 0.0)),  # type: ignore[arg-type]
+        target_modules=_names(options.get("target_modules")) or (list(targets) if targets else None),
+        init_lora_weights=True,
+    )
+    # LoRA's A matrices start random: seed them from the component's name, so loading is reproducible.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(hashlib.sha256(component.name.encode()).hexdigest()[:8], 16))
+        return get_peft_model(model, config)
+
+
+def _names(value: ir.Value | None) -> list[str] | None:
+    """`"c_attn, c_proj"` as module names (PEFT would read a single string as a regular expression)."""
+    return [n.strip() for n in value.split(",") if n.strip()] if isinstance(value, str) else None

@@ -1,0 +1,121 @@
+"""Check one node's call: its arguments against the callee's signature, its options, its template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compound import ir
+from compound.backends import Signature
+from compound.backends.fn import template_fields
+from compound.check.bind import Binding
+from compound.diagnostics import Report
+from compound.parse import NodeDecl
+
+
+@dataclass(frozen=True)
+class Callee:
+    """What a node calls: a component or a function, how messages show it, what it reads and takes.
+
+    `options` are the option names a call may give (None: any).
+    """
+
+    name: str
+    shown: str
+    signature: Signature
+    options: frozenset[str] | None
+
+
+def check_call(
+    decl: NodeDecl,
+    callee: Callee,
+    bindings: list[Binding],
+    options: dict[str, ir.Value],
+    type_: str | None,
+    report: Report,
+) -> None:
+    """Arity, argument and output types, unknown and missing options."""
+    call, signature, shown = decl.call, callee.signature, callee.shown
+    if not signature.accepts(len(bindings)):
+        report.error(
+            "arity",
+            f"{shown} takes {signature}, but is given {len(bindings)} argument"
+            + ("" if len(bindings) == 1 else "s"),
+            call.span,
+        )
+    else:
+        for position, binding in enumerate(bindings):
+            want = signature.param(position)
+            if binding.type != want and (want, binding.type) != ("text", "text list"):
+                what = f"'{binding.name}'" if binding.name else "a number"
+                report.error(
+                    "type-mismatch",
+                    f"{shown} takes {want} as argument {position + 1}, but {what} is {binding.type}",
+                    binding.span,
+                )
+    if type_ is not None and type_ != signature.output:
+        report.error(
+            "type-mismatch",
+            f"'{decl.name.text}' is declared {type_}, but {shown} produces {signature.output}",
+            decl.type.span,
+        )
+    if callee.options is not None:
+        for option in call.options:
+            if option.key.text not in callee.options:
+                known = ", ".join(sorted(callee.options)) or "none"
+                report.error(
+                    "unknown-option",
+                    f"{shown} has no option '{option.key.text}' (options: {known})",
+                    option.key.span,
+                )
+    for missing in sorted(signature.required - set(options)):
+        report.error("missing-option", f"{shown} needs the option {missing}=", call.span)
+
+
+def check_node_options(decl: NodeDecl, options: dict[str, ir.Value], report: Report) -> None:
+    """The options the core reads itself: `template=` (text) and `weight=` (a positive number, on
+    sampled nodes only)."""
+    for option in decl.call.options:
+        key, value = option.key.text, options.get(option.key.text)
+        if key == "template" and value is not None and not isinstance(value, str):
+            report.error("option-type", "template= takes a string or a const", option.value.span)
+        if key == "weight" and value is not None:
+            if not decl.sampled:
+                report.error(
+                    "option-type",
+                    "weight= scales a factor: only sampled nodes ('~') take it",
+                    option.key.span,
+                )
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                report.error("option-type", "weight= takes a positive number", option.value.span)
+
+
+def check_template(decl: NodeDecl, template: str, bindings: list[Binding], report: Report) -> None:
+    """Every `{field}` names exactly one argument; warn about arguments the template skips."""
+    span = next(o.value.span for o in decl.call.options if o.key.text == "template")
+    try:
+        fields = template_fields(template)
+    except ValueError as e:
+        report.error("template-field", str(e), span)
+        return
+    names = [b.name for b in bindings if b.name]
+    for field in dict.fromkeys(fields):
+        if field not in names:
+            shown = ", ".join(names) or "none"
+            report.error(
+                "template-field",
+                f"template field {{{field}}} names no argument of this call (arguments: {shown})",
+                span,
+            )
+        elif names.count(field) > 1:
+            report.error(
+                "template-field",
+                f"template field {{{field}}} is ambiguous: '{field}' is passed more than once",
+                span,
+            )
+    for name in dict.fromkeys(names):
+        if name not in fields:
+            report.warn(
+                "template-unused",
+                f"'{name}' is an argument of '{decl.name.text}' but its template never uses it",
+                span,
+            )

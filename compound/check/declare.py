@@ -1,0 +1,90 @@
+"""Pass 1: collect the declarations of a program (names, kinds, plate sizes); report duplicates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compound.backends.fn import FUNCTIONS
+from compound.diagnostics import Note, Report
+from compound.parse import (
+    ComponentDecl,
+    ConstDecl,
+    InputDecl,
+    Literal,
+    Name,
+    NodeDecl,
+    Program,
+)
+
+#: The plate index, usable inside a plate declaration as `x[i]`.
+INDEX = "i"
+Decl = ComponentDecl | ConstDecl | InputDecl | NodeDecl
+
+
+@dataclass
+class Scope:
+    """Every declaration by name, the plate size of each node (None: not a plate), the names used."""
+
+    decls: dict[str, Decl] = field(default_factory=dict)
+    sizes: dict[str, int | None] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+
+    def resolve(self, name: Name, report: Report) -> Decl | None:
+        """The declaration `name` refers to, marked used; reports an unknown name."""
+        decl = self.decls.get(name.text)
+        if decl is None:
+            report.unknown("unknown-name", "name", name.text, name.span, [*self.decls, *FUNCTIONS])
+            return None
+        self.used.add(name.text)
+        return decl
+
+
+def declare(program: Program, report: Report) -> Scope:
+    """The program's scope: each name declared once (a second declaration is an error)."""
+    scope = Scope()
+    for s in program.statements:
+        if not isinstance(s, Decl):
+            continue
+        name = s.name
+        if name.text == INDEX:
+            report.error("reserved-name", f"'{INDEX}' is reserved for the plate index", name.span)
+        if name.text in scope.decls:
+            first = scope.decls[name.text]
+            report.error(
+                "duplicate-name",
+                f"'{name.text}' is declared twice",
+                name.span,
+                [Note("first declared here", first.name.span)],
+            )
+            continue
+        scope.decls[name.text] = s
+        if isinstance(s, NodeDecl):
+            scope.sizes[name.text] = _plate_size(s.size, report)
+        elif isinstance(s, InputDecl):
+            scope.sizes[name.text] = None
+    return scope
+
+
+def expanded(name: str, size: int | None) -> tuple[str, ...]:
+    """The node names of a declaration: `x`, or `x[0]`..`x[size-1]` for a plate."""
+    return (name,) if size is None else tuple(f"{name}[{k}]" for k in range(size))
+
+
+def noun(decl: Decl) -> str:
+    """What a declaration declares, in a word."""
+    return {ComponentDecl: "component", ConstDecl: "const", InputDecl: "input"}.get(type(decl), "node")
+
+
+def describe(decl: Decl) -> str:
+    """`a component`, `an input`, ..."""
+    word = noun(decl)
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _plate_size(size: Literal | None, report: Report) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size.value, int) and not isinstance(size.value, bool) and size.value >= 1:
+        return size.value
+    report.error("plate-size", f"a plate size is a whole number of at least 1, not {size.value}", size.span)
+    return None

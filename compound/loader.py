@@ -1,0 +1,53 @@
+"""`compound.load`: compile a `.cmp` file and load its components, optionally with trained weights."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from compound import ir
+from compound.backends import backend_class
+from compound.compiler import compile_file
+from compound.diagnostics import error
+from compound.system import CompiledSystem
+
+
+def load(
+    path: str | Path,
+    weights: str | Path | None = None,
+    reference: str | Mapping[str, str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CompiledSystem:
+    """Compile a `.cmp` file and load its components with `from_pretrained`.
+
+    Model folders are relative to the `.cmp` file. `weights` is a folder written
+    by `save_pretrained` (one subfolder per component; components without one
+    keep their base weights); the reference of every component stays the base
+    model the `.cmp` file names, whatever the strategy, so a reloaded system's
+    log ratios are those of the trained one. `reference` overrides the reference
+    strategy (`copy`, `adapter`, `cached`), for every component or per component
+    name. `options` adds or overrides component options, per component name: a
+    dict value becomes a call, so `{"writer": {"lora": {"r": 8}}}` means `lora(r=8)`.
+    """
+    path = Path(path)
+    system = compile_file(path)
+    trained = Path(weights) if weights is not None else None
+    if trained is not None and not trained.is_dir():
+        raise error("component", f"no trained weights at {trained}")
+    components = {}
+    for component in system.components:
+        extra = (options or {}).get(component.name, {})
+        if extra:
+            merged = {**component.options, **{k: _value(k, v) for k, v in extra.items()}}
+            component = component.model_copy(update={"options": merged})
+        strategy = reference.get(component.name) if isinstance(reference, Mapping) else reference
+        backend = backend_class(component.kind).load(component, path.parent, reference=strategy)
+        if trained is not None and (trained / component.name).is_dir():
+            backend.load_weights(trained / component.name)
+        components[component.name] = backend
+    return CompiledSystem(system, components)
+
+
+def _value(name: str, value: Any) -> ir.Value:
+    return ir.Call(name=name, options=dict(value)) if isinstance(value, Mapping) else value

@@ -1,0 +1,84 @@
+"""Preference rows from scored samples: each input's samples paired, better against worse.
+
+Per input, best against worst (`best-worst`) or every better-worse pair (`all`),
+keeping pairs whose score gap is at least `min_gap` and whose preferred sample
+scores at least `min_chosen`; the rows are `compound train`'s
+`{"input", "chosen", "rejected"}` preference rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compound.diagnostics import error
+from compound.samples import Sample, by_input
+
+
+@dataclass
+class Pairing:
+    pairs: list[dict[str, Any]]
+    gaps: list[float]
+    inputs: int
+    without_pair: int
+
+
+def pairs(
+    samples: Sequence[Sample],
+    strategy: str = "best-worst",
+    min_gap: float = 0.0,
+    relative_to: Path | None = None,
+    min_chosen: float | None = None,
+) -> Pairing:
+    """Preference rows from scored samples: per input, best against worst (`best-worst`) or every
+    pair with a higher and a lower score (`all`); only pairs whose score gap is at least `min_gap`
+    (and above 0) and, when given, whose preferred sample scores at least `min_chosen` (a pair whose
+    better side is still a failure teaches only what to avoid). Image paths are written relative to
+    `relative_to` when given."""
+    if strategy not in ("best-worst", "all"):
+        raise error("config", f"strategy {strategy!r}: use best-worst or all")
+    out, gaps, without = [], [], 0
+    groups = by_input(samples)
+    for group in groups.values():
+        ranked = sorted(group, key=lambda s: -(s.score or 0.0))
+        candidates = (
+            [(ranked[0], ranked[-1])]
+            if strategy == "best-worst"
+            else [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :]]
+        )
+        kept = [
+            (a, b)
+            for a, b in candidates
+            if (a.score or 0.0) - (b.score or 0.0) >= max(min_gap, 1e-12)
+            and (min_chosen is None or (a.score or 0.0) >= min_chosen)
+        ]
+        without += not kept
+        for a, b in kept:
+            gaps.append((a.score or 0.0) - (b.score or 0.0))
+            out.append(
+                {
+                    "input": a.input,
+                    "chosen": _relative(a.values, relative_to),
+                    "rejected": _relative(b.values, relative_to),
+                }
+            )
+    return Pairing(out, gaps, len(groups), without)
+
+
+def _relative(values: Mapping[str, Any], base: Path | None) -> dict[str, Any]:
+    def fix(value: Any) -> Any:
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if (
+            base is not None
+            and isinstance(value, str)
+            and value.endswith(".png")
+            and Path(value).is_absolute()
+        ):
+            return os.path.relpath(value, base)
+        return value
+
+    return {k: fix(v) for k, v in values.items()}

@@ -1,0 +1,370 @@
+"""`Trainer`: the SysDPO training loop over a declared system, on Accelerate.
+
+One process or many (`accelerate launch`: DDP, FSDP, DeepSpeed). The loop's
+collaborators each do one job: `Schedule` (which pairs and seeds each step
+takes), `CandidateStore` (SysDPO-Sampling candidates), `Checkpointer` and
+`MetricsLog` (the run folder), `step_metrics` (what a step logs), `Progress`.
+A run folder holds `config.json`, `metrics.jsonl`, TensorBoard logs,
+`checkpoints/` and `final/` (each trained component's weights or LoRA adapter,
+loadable with `compound.load(SYSTEM, weights=RUN/final)`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compound.data import Pair, Preferences, load_preferences
+from compound.devices import accelerated
+from compound.diagnostics import error
+from compound.io import write_json
+from compound.loader import load
+from compound.loss import sysdpo_loss
+from compound.progress import Mode, Progress
+from compound.reference import ReferenceCache
+from compound.system import CompiledSystem
+from compound.train.candidates import CandidateStore
+from compound.train.checkpoint import Checkpointer, MetricsLog
+from compound.train.config import TrainConfig
+from compound.train.metrics import step_metrics
+from compound.train.schedule import Schedule
+from compound.types import LogRatio
+from compound.values import missing
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (repeated non-finite steps); its last good checkpoint is intact."""
+
+
+class Trainer:
+    """SysDPO training of a `.cmp` system on preference data.
+
+    trainer = compound.Trainer("storyboard.cmp", data="prefs.jsonl", out="runs/x", beta=0.1, steps=200)
+    trainer.train()
+    trainer.evaluate(held_out_pairs)
+    """
+
+    def __init__(
+        self,
+        system: str | Path,
+        data: str | Path | Preferences,
+        out: str | Path,
+        config: TrainConfig | Mapping[str, Any] | None = None,
+        eval_data: str | Path | None = None,
+        **overrides: Any,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        settings = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
+        self.config = cfg = TrainConfig(**{**settings, **overrides})
+        self.system_path, self.out = Path(system), Path(out)
+        trackers = [t for t in cfg.report_to if t != "none"]
+        self.accelerator = acc = Accelerator(
+            cpu=not accelerated(),
+            mixed_precision=cfg.mixed_precision,
+            log_with=trackers or None,
+            project_dir=str(self.out),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        )
+        options = {name: {"lora": spec} for name, spec in cfg.lora.items()}
+        self.system = load(self.system_path, reference=cfg.reference, options=options)
+        names = list(self.system.components)
+        unknown = (set(cfg.train or []) | set(cfg.learning_rates) | set(cfg.lora)) - set(names)
+        if unknown:
+            raise error(
+                "config",
+                f"no component named {', '.join(sorted(unknown))} in {self.system_path} "
+                f"(components: {', '.join(names)})",
+            )
+        self.trained = list(cfg.train) if cfg.train else names
+        self.frozen = [n for n in names if n not in self.trained]
+        for name in self.frozen:
+            self.system.backend(name).requires_grad_(False)
+        ir_system = self.system.system
+        self.data = (
+            data if isinstance(data, Preferences) else load_preferences(ir_system, data, cfg.skip_invalid)
+        )
+        self.eval_data = load_preferences(ir_system, eval_data, cfg.skip_invalid) if eval_data else None
+        self.schedule = Schedule(
+            len(self.data.pairs),
+            cfg.batch_size,
+            cfg.seed,
+            acc.num_processes,
+            acc.process_index,
+            cfg.gradient_accumulation,
+        )
+        self.cache = self._reference_cache()
+        groups = [
+            {"params": params, "lr": cfg.learning_rates.get(name, cfg.learning_rate), "name": name}
+            for name in self.trained
+            if (params := [p for p in self.system.backend(name).parameters() if p.requires_grad])
+        ]
+        if not groups:
+            raise error("config", "nothing to train: the chosen components have no trainable parameters")
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        self.global_batch = self.schedule.global_batch
+        self.steps_per_epoch = self.schedule.steps_per_epoch
+        self.total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(
+            cfg.schedule, self.optimizer, num_warmup_steps=cfg.warmup, num_training_steps=self.total_steps
+        )
+        # The scheduler stays unprepared: Accelerate would step it once per process, for data it assumes
+        # sharded; here every process takes every global step.
+        self.model, self.optimizer = acc.prepare(self.system, self.optimizer)
+        self.candidates = CandidateStore(cfg.candidates, cfg.candidate_strategy, cfg.refresh_every, cfg.seed)
+        self.checkpoints = Checkpointer(self.out, cfg.keep_checkpoints, acc)
+        self.metrics_log = MetricsLog(self.out)
+        self.sampling = sum(1 for p in self.data.pairs if missing(ir_system, p.chosen))
+        self.step = 0
+        self.bad_in_a_row = 0
+        self.skipped = 0
+
+    # ------------------------------------------------------------ data
+
+    def _reference_cache(self) -> ReferenceCache | None:
+        """Cached reference scores of the training (and evaluation) pairs, computed once next to the
+        data and reused by later runs; keyed by the data's content and the components' weights."""
+        fingerprints = self.system.reference_fingerprints()
+        if not set(fingerprints) & set(self.trained):
+            return None
+        sets = [self.data] + ([self.eval_data] if self.eval_data else [])
+        text = "".join(d.fingerprint() for d in sets) + "".join(
+            fingerprints[n] for n in self.trained if n in fingerprints
+        )
+        key = hashlib.sha256(f"{text}{self.config.seed}".encode()).hexdigest()[:16]
+        source = Path(self.data.source)
+        where = source.with_name(source.name + ".reference") if source.exists() else self.out / "reference"
+        path = where / f"{key}.safetensors"
+        if self.accelerator.is_main_process and not path.exists():
+            pairs = [p for d in sets for p in d.pairs]
+            cache = self.system.reference_cache(
+                [p.chosen for p in pairs], [p.rejected for p in pairs], seeds=self._seeds(pairs, 0)
+            )
+            cache.save(path)
+        self.accelerator.wait_for_everyone()
+        cache = ReferenceCache.load(path)
+        self.system.check_cache(cache)
+        return cache
+
+    def _seeds(self, pairs: Sequence[Pair], epoch: int) -> torch.Tensor:
+        return self.schedule.seeds([p.row for p in pairs], epoch, len(self.system.system.factors))
+
+    def batch(self, step: int, micro: int) -> list[Pair]:
+        """This process's pairs of micro-batch `micro` of optimizer step `step`."""
+        return [self.data.pairs[k] for k in self.schedule.batch(step, micro)]
+
+    # ------------------------------------------------------------ steps
+
+    def log_ratio(
+        self, pairs: Sequence[Pair], epoch: int, model: torch.nn.Module | None = None, source: str = "train"
+    ) -> LogRatio:
+        """The system log ratios of `pairs`, with the draws of `epoch` (SysDPO-Sampling pairs through
+        their current candidates)."""
+        system = self.accelerator.unwrap_model(self.model)
+        assert isinstance(system, CompiledSystem)
+        found = {
+            k: self.candidates.get(system.system, system.backends, p, source, self.step)
+            for k, p in enumerate(pairs)
+            if missing(system.system, p.chosen)
+        }
+        out: LogRatio = (model or self.model)(
+            [p.chosen for p in pairs],
+            [p.rejected for p in pairs],
+            seeds=self._seeds(pairs, epoch),
+            cache=self.cache,
+            frozen=self.frozen,
+            candidates=found,
+        )
+        return out
+
+    def loss(self, out: LogRatio) -> torch.Tensor:
+        cfg = self.config
+        return sysdpo_loss(
+            out,
+            beta=cfg.beta,
+            loss_type=cfg.loss_type,
+            label_smoothing=cfg.label_smoothing,
+            node_weights=cfg.node_weights,
+            nll=cfg.nll,
+        )
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over a global batch; a non-finite loss or gradient skips it."""
+        cfg, acc = self.config, self.accelerator
+        started = time.perf_counter()
+        torch.manual_seed(self.schedule.step_seed(self.step))  # dropout and the like
+        epoch = self.schedule.epoch(self.step)
+        outs: list[LogRatio] = []
+        finite = True
+        for micro in range(cfg.gradient_accumulation):
+            last = micro == cfg.gradient_accumulation - 1
+            with acc.no_sync(self.model) if not last else nullcontext(), acc.autocast():
+                out = self.log_ratio(self.batch(self.step, micro), epoch)
+                loss = self.loss(out) / cfg.gradient_accumulation
+                finite &= bool(torch.isfinite(loss))
+                if finite:
+                    acc.backward(loss)
+            outs.append(out)
+        groups = self.optimizer.param_groups
+        norms = {g["name"]: _norm(g["params"]) for g in groups}
+        rates = {g["name"]: g["lr"] for g in groups}  # this step's, before the schedule moves
+        finite &= all(math.isfinite(v) for v in norms.values())
+        finite = bool(
+            acc.reduce(torch.tensor(float(finite), device=acc.device), reduction="sum") == self.schedule.world
+        )
+        if finite:
+            if cfg.max_grad_norm:
+                acc.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.bad_in_a_row = 0
+        else:
+            self.skipped += 1
+            self.bad_in_a_row += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = self._metrics(outs)
+        for name in norms:
+            metrics[f"components/{name}/grad_norm"] = norms[name]
+            metrics[f"components/{name}/lr"] = rates[name]
+        metrics["pairs_per_second"] = self.global_batch / (time.perf_counter() - started)
+        metrics["skipped"] = float(not finite)
+        self.step += 1
+        return metrics
+
+    def _metrics(self, outs: Sequence[LogRatio]) -> dict[str, float]:
+        """This step's metrics over the global batch: every process's log ratios gathered."""
+        acc = self.accelerator
+
+        def gather(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+            gathered: torch.Tensor = acc.gather(torch.cat([t.detach() for t in tensors]))
+            return gathered
+
+        with torch.no_grad():
+            loss = acc.reduce(torch.stack([self.loss(o) for o in outs]).mean(), reduction="mean").item()
+            per_node = {
+                node: (
+                    gather([o.per_node[node][0] for o in outs]),
+                    gather([o.per_node[node][1] for o in outs]),
+                )
+                for node in outs[0].per_node
+            }
+            found = step_metrics(
+                loss,
+                gather([o.chosen for o in outs]),
+                gather([o.rejected for o in outs]),
+                per_node,
+                self.config.beta,
+            )
+        return {"step": self.step + 1, "epoch": self.step / self.steps_per_epoch, **found}
+
+    # ------------------------------------------------------------ the run
+
+    def train(self, resume: bool = False) -> dict[str, float]:
+        """Run to `total_steps`; with `resume`, continue from the run folder's last checkpoint."""
+        acc, cfg = self.accelerator, self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._restore()
+        elif acc.is_main_process:
+            self.metrics_log.clear()
+        if acc.is_main_process:
+            run = {"system": str(self.system_path.resolve()), "data": self.data.source, **cfg.model_dump()}
+            write_json(self.out / "config.json", run)
+        acc.init_trackers("compound", config=_flat(cfg.model_dump()))
+        last: dict[str, float] = {}
+        mode: Mode = "silent" if not acc.is_main_process else "lines" if cfg.quiet else "bar"
+        with Progress("training", self.total_steps, self.step, mode) as progress:
+            while self.step < self.total_steps:
+                last = self.train_step()
+                if self.eval_data is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
+                    last.update({f"eval/{k}": v for k, v in self.evaluate(self.eval_data.pairs).items()})
+                if acc.is_main_process:
+                    self.metrics_log.append(last)
+                acc.log({k: v for k, v in last.items() if k != "step"}, step=self.step)
+                progress.update(self.step, f"loss {last['loss']:.4f}  acc {last['rewards/accuracy']:.2f}")
+                if self.bad_in_a_row >= cfg.nan_patience:
+                    acc.end_training()
+                    good = self.checkpoints.latest()
+                    raise TrainingError(
+                        f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (up to step "
+                        f"{self.step}); stopping. The last good checkpoint is "
+                        f"{good or 'none (set save_every)'}; lower the learning rate or beta, and --resume."
+                    )
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.total_steps:
+                    self.checkpoint()
+        self.checkpoint()
+        self.save_final()
+        acc.end_training()
+        return last
+
+    def evaluate(self, pairs: Sequence[Pair]) -> dict[str, float]:
+        """Preference accuracy and mean margin (beta times the log-ratio gap) on held-out pairs.
+
+        With reference='cached', the pairs must be in the cache: pass them as `eval_data`.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        with torch.no_grad():
+            out = self.log_ratio(pairs, 0, model, source="eval")
+        margin = out.chosen - out.rejected
+        return {
+            "accuracy": (margin > 0).float().mean().item(),
+            "margin": self.config.beta * margin.mean().item(),
+        }
+
+    # ------------------------------------------------------------ saving
+
+    def _training_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "scheduler": self.scheduler}
+
+    def checkpoint(self) -> Path:
+        """Write checkpoints/step-N atomically; keep the newest few."""
+        state = {
+            "step": self.step,
+            "skipped": self.skipped,
+            "bad_in_a_row": self.bad_in_a_row,
+            "data": self.data.fingerprint(),
+        }
+        model = self.accelerator.unwrap_model(self.model)
+        return self.checkpoints.save(
+            self.step, model, self.trained, self._training_state(), state, self.candidates.state()
+        )
+
+    def _restore(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        state, candidates = self.checkpoints.restore(
+            model, self.trained, self._training_state(), self.data.fingerprint()
+        )
+        self.step, self.skipped, self.bad_in_a_row = state["step"], state["skipped"], state["bad_in_a_row"]
+        self.candidates.restore(candidates)
+        if self.accelerator.is_main_process:
+            self.metrics_log.truncate(self.step)
+
+    def save_final(self) -> Path:
+        """RUN/final: each trained component's weights (or adapter), and what to load them into."""
+        meta = {
+            "system": str(self.system_path.resolve()),
+            "trained": self.trained,
+            "lora": self.config.lora,
+            "step": self.step,
+        }
+        return self.checkpoints.save_final(self.accelerator.unwrap_model(self.model), self.trained, meta)
+
+
+def _norm(params: Sequence[torch.Tensor]) -> float:
+    grads = [p.grad.detach().float() for p in params if p.grad is not None]
+    return math.sqrt(sum(float(g.pow(2).sum()) for g in grads)) if grads else 0.0
+
+
+def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, int | float | str | bool) else json.dumps(v) for k, v in config.items()}
