@@ -1,7 +1,9 @@
 """The `compound` command line (typer + rich).
 
 Errors in a user's files print as `FILE:LINE:COL: error: MESSAGE` with the
-source line and a caret, and exit with status 1; never a traceback.
+source line and a caret, and exit with status 1; never a traceback. Each
+command imports the stage it runs when it runs, so that `compound check` starts
+without torch.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compound.io import atomic_file, atomic_write
 from compound.samples import Sample, by_input
 
 
@@ -42,9 +43,10 @@ def contact_sheet(samples: Sequence[Sample], folder: str | Path, thumb: int = 64
             draw.text((left + 4, y + 14), _short(caption.replace("\n", " / "), 44), fill="black")
         draw.line((0, top + cell_h - 1, sheet.width, top + cell_h - 1), fill="#cccccc")
     png = folder / "contact.png"
-    sheet.save(png)
+    with atomic_file(png) as tmp:
+        sheet.save(tmp, format="PNG")
     page = folder / "contact.html"
-    page.write_text(_html(groups, folder), encoding="utf-8")
+    atomic_write(page, _html(groups, folder))
     return png, page
 
 

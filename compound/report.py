@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from compound.diagnostics import error
-from compound.io import load_jsonl
+from compound.io import atomic_write, load_jsonl
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
@@ -70,7 +70,7 @@ def report(run: str | Path) -> Path:
         zero=True,
     )
     path = out / "REPORT.md"
-    path.write_text(_markdown(run, rows, nodes), encoding="utf-8")
+    atomic_write(path, _markdown(run, rows, nodes))
     return path
 
 

@@ -28,7 +28,6 @@ from rich.progress import Progress
 
 from compound.tiny import byte_tokenizer, clip_text_encoder, gpt2, save_pipeline
 
-WRITER_STEPS, PAINTER_STEPS = 4000, 1500  # at 1500 the writer's plans followed the intent half as often
 OFFSET_NOISE = 0.1  # per-image shift of the training noise (Guttenberg 2023): lets the model move the mean
 MIN_PRETRAIN_STEPS = 4  # one-cycle schedules need a warm-up step and at least two to decay
 
@@ -41,8 +40,8 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: f
 
 def pretrain(
     out: str | Path,
-    writer_steps: int = WRITER_STEPS,
-    painter_steps: int = PAINTER_STEPS,
+    writer_steps: int,
+    painter_steps: int,
     seed: int = 0,
     quiet: bool = False,
 ) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from compound.diagnostics import error
-from compound.io import atomic_folder, atomic_write, load_jsonl, write_json
+from compound.io import atomic_folder, atomic_write, read_jsonl, write_json
 from compound.system import CompiledSystem
 
 RUN_FILE = "compound.json"
@@ -117,7 +117,12 @@ class MetricsLog:
             f.write(json.dumps(dict(metrics)) + "\n")
 
     def truncate(self, step: int) -> None:
-        """Drop lines past `step` (written after the checkpoint a resumed run starts from)."""
+        """Drop lines past `step` (written after the checkpoint a resumed run starts from), and a last
+        line cut short by a crash."""
         if self.path.exists():
-            kept = [row for _, row in load_jsonl(self.path) if row["step"] <= step]
+            kept = [
+                line.value
+                for line in read_jsonl(self.path)
+                if isinstance(line.value, dict) and line.value.get("step", step + 1) <= step
+            ]
             atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
