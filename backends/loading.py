@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from compound import ir
-from compound.backends.base import component_error
+from compound.backends.base import component_error, int_option, number_option
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LORA_OPTIONS = ("r", "alpha", "dropout", "target_modules")
@@ -53,13 +53,13 @@ def lora(model: nn.Module, component: ir.Component, targets: Sequence[str] | Non
         raise component_error(
             component, f"lora has no option {', '.join(unknown)} (options: {', '.join(LORA_OPTIONS)})"
         )
-    rank = int(options.get("r", 8))  # type: ignore[arg-type]
+    rank = int_option(component, options, "r", 8)
     conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 style transposed linears
     config = LoraConfig(
         fan_in_fan_out=conv1d,
         r=rank,
-        lora_alpha=float(options.get("alpha", 2 * rank)),  # type: ignore[arg-type]
-        lora_dropout=float(options.get("dropout", 0.0)),  # type: ignore[arg-type]
+        lora_alpha=number_option(component, options, "alpha", 2 * rank),  # type: ignore[arg-type]  # PEFT says int; scaling is alpha / r
+        lora_dropout=number_option(component, options, "dropout", 0.0),
         target_modules=_names(options.get("target_modules")) or (list(targets) if targets else None),
         init_lora_weights=True,
     )

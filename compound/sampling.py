@@ -42,21 +42,22 @@ def sample(
     for declaration in _declarations(system):
         head = declaration[0]
         if isinstance(head, ir.ComputeNode):
+            computed = [node for node in declaration if isinstance(node, ir.ComputeNode)]
             for values in runs:
-                for node in declaration:
-                    assert isinstance(node, ir.ComputeNode)
-                    values[node.name] = compute(node, values)
+                for computing in computed:
+                    values[computing.name] = compute(computing, values)
         elif isinstance(head, ir.SampleNode):
+            members = [node for node in declaration if isinstance(node, ir.SampleNode)]
             backend = backends[head.component]
             options = {
                 **_known(backend, system.component(head.component).options),
                 **_known(backend, head.options),
                 **_known(backend, decoding),
             }
-            conditions = [condition(node, values) for values in runs for node in declaration]  # type: ignore[arg-type]
+            conditions = [condition(node, values) for values in runs for node in members]
             outputs = iter(backend.sample(conditions, generator, **options))
             for values in runs:
-                for node in declaration:
+                for node in members:
                     values[node.name] = next(outputs)
     return [as_row(system, values) for values in runs]
 

@@ -92,7 +92,7 @@ def fidelity(painter: Any, draws: int = 24, seed: int = 7, steps: int = 20) -> d
     images = painter.sample(captions, torch.Generator().manual_seed(seed), steps=steps)
     hits: dict[str, list[float]] = {"all": [], "canonical": [], "middle": [], "synonyms": []}
     for text, image in zip(captions, images, strict=True):
-        attribute, level, synonym = task.parse(text)  # type: ignore[misc]
+        attribute, level, synonym = task.caption_of(text)
         hit = float(level_of(attribute, image) == level)
         hits["all"].append(hit)
         hits["synonyms" if synonym else "middle" if level == 2 else "canonical"].append(hit)
@@ -110,7 +110,7 @@ def pair_fidelity(prefs: Path) -> dict[str, float]:
         pair = json.loads(line)
         for side, found in hits.items():
             for text, path in zip(pair[side]["plan"].split("\n"), pair[side]["image"], strict=True):
-                attribute, level, _ = task.parse(text)  # type: ignore[misc]
+                attribute, level, _ = task.caption_of(text)
                 with Image.open(prefs.parent / path) as image:
                     found.append(float(level_of(attribute, image) == level))
     return {side: statistics.fmean(found) for side, found in hits.items()}

@@ -146,6 +146,14 @@ def parse(text: str) -> tuple[Attribute, int, bool] | None:
     return None
 
 
+def caption_of(text: str) -> tuple[Attribute, int, bool]:
+    """(attribute, level, is a synonym) of a caption the task itself wrote; ValueError for any other text."""
+    parsed = parse(text)
+    if parsed is None:
+        raise ValueError(f"not a caption of the task: {text!r}")
+    return parsed
+
+
 PATTERN = (
     "(?:"
     + "|".join(f"{a.noun} (?:{'|'.join(a.levels + a.synonyms)})" for a in ATTRIBUTES)
@@ -202,10 +210,7 @@ def render(attribute: Attribute, level: float, rng: np.random.Generator) -> Imag
 def painting(text: str, rng: np.random.Generator) -> Image.Image:
     """A training image for a caption, imperfect as the painter's data was: a synonym, or the middle
     level, is rendered one level off (either way; inwards at the ends) some of the time."""
-    parsed = parse(text)
-    if parsed is None:
-        raise ValueError(f"not a caption of the task: {text!r}")
-    attribute, level, synonym = parsed
+    attribute, level, synonym = caption_of(text)
     off = SYNONYM_OFF if synonym else MIDDLE_OFF if level == 2 else 0.0
     if rng.random() < off:
         level = level + (1 if level == 0 else -1 if level == 4 else rng.choice([-1, 1]))
