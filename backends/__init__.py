@@ -14,17 +14,99 @@ imports it).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
+from compound import ir
 from compound.diagnostics import error
 
 TYPES = ("text", "image")
 ENTRY_POINT_GROUP = "compound.backends"
 #: Options every sampled node takes, whatever its component's kind: handled by the core.
 NODE_OPTIONS = frozenset({"template", "weight"})
+#: Options that would let a `.cmp` file run code: a file may never give them (the caller may, in Python or
+#: on the command line).
+FORBIDDEN = frozenset({"trust_remote_code"})
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one option takes, checked by `compound check` before anything loads.
+
+    `type` is "int" (a whole number), "number", "bool", "text", "regex" (a
+    regular expression, compiled when checked) or "call" (such as `lora(r=8)`,
+    whose own options are `fields`); numbers lie in `[low, high]` (`above`: low
+    excluded); text may be limited to `choices`.
+    """
+
+    type: str
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+    choices: tuple[str, ...] = ()
+    fields: Mapping[str, Option] | None = None
+
+    def __str__(self) -> str:
+        if self.type in ("int", "number"):
+            noun = "a whole number" if self.type == "int" else "a number"
+            low, high = _shown(self.low), _shown(self.high)
+            if self.low is not None and self.high is not None and not self.above:
+                return f"{noun} from {low} to {high}"
+            bounds = [f"above {low}" if self.above else f"of at least {low}"] if self.low is not None else []
+            bounds += [f"up to {high}"] if self.high is not None else []
+            return " ".join([noun, *bounds])
+        if self.type == "call":
+            return f"a call such as lora({', '.join(f'{k}=' for k in self.fields or {})})"
+        if self.choices:
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        return {"bool": "true or false", "text": "a string", "regex": "a regular expression"}[self.type]
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` for this option (None: nothing)."""
+        if self.type == "call":
+            return self._call(value)
+        if self.type == "bool":
+            return None if isinstance(value, bool) else f"takes {self}"
+        if self.type in ("text", "regex"):
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                return f"takes {self}"
+            return _regex_problem(value) if self.type == "regex" else None
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not (whole if self.type == "int" else whole or isinstance(value, float)):
+            return f"takes {self}"
+        low_ok = self.low is None or (value > self.low if self.above else value >= self.low)
+        if not low_ok or (self.high is not None and value > self.high):
+            return f"takes {self}"
+        return None
+
+    def _call(self, value: Any) -> str | None:
+        if not isinstance(value, ir.Call) or value.args:
+            return f"takes {self}"
+        fields = self.fields or {}
+        for key, given in value.options.items():
+            if key not in fields:
+                return f"has no option {key!r} (options: {', '.join(fields)})"
+            wrong = fields[key].problem(given)
+            if wrong:
+                return f"{key}= {wrong}, not {given!r}"
+        return None
+
+
+def _shown(bound: float | None) -> str:
+    return "" if bound is None else f"{bound:,}" if float(bound).is_integer() else f"{bound:g}"
+
+
+def _regex_problem(pattern: str) -> str | None:
+    import regex
+
+    try:
+        regex.compile(pattern)
+    except regex.error as e:
+        return f"is not a valid regular expression: {e}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -34,14 +116,14 @@ class Signature:
     `params` are the types of the positional arguments ("text", "image" or
     "int"); with `variadic` the last one repeats, zero or more times. A text
     parameter also takes a whole plate of text (a list, rendered as numbered
-    lines). `options` lists the keyword options the call accepts (None: any),
+    lines). `options` are the keyword options the call accepts (None: any),
     `required` those it must be given.
     """
 
     params: tuple[str, ...]
     output: str
     variadic: bool = False
-    options: frozenset[str] | None = None
+    options: Mapping[str, Option] | None = None
     required: frozenset[str] = frozenset()
 
     def __str__(self) -> str:
@@ -67,55 +149,86 @@ class Kind:
     `signature` is what a node calling the component reads and produces;
     `component_options` the options its declaration may give, `node_options`
     those a node calling it may give besides `template=` and `weight=` (None:
-    any, left to the backend to check when it loads); `sampling` the options its
-    `sample` takes (a node's or the component's, or decoding flags);
-    `implementation` where its `Backend` class is (`module:Class`).
+    any, left to the backend to check when it loads), each with what it takes;
+    `sampling` the options its `sample` takes (a node's or the component's, or
+    decoding flags); `implementation` where its `Backend` class is (`module:Class`).
     """
 
     name: str
     signature: Signature
-    component_options: frozenset[str] | None = None
-    node_options: frozenset[str] | None = None
+    component_options: Mapping[str, Option] | None = None
+    node_options: Mapping[str, Option] | None = None
     sampling: frozenset[str] = frozenset()
     implementation: str = ""
 
 
-_LM_SAMPLING = frozenset(
-    {
-        "pattern",
-        "choice",
-        "diversity",
-        "max_new_tokens",
-        "min_new_tokens",
-        "do_sample",
-        "temperature",
-        "top_k",
-        "top_p",
-        "num_beams",
-        "repetition_penalty",
-        "eos_token_id",
-    }
+TEXT = Option("text")
+FLAG = Option("bool")
+COUNT = Option("int", 1, 65_536)  # batch sizes and the like
+
+
+def _range(low: float, high: float, whole: bool = True, above: bool = False) -> Option:
+    return Option("int" if whole else "number", low, high, above)
+
+
+_LM_SAMPLING: dict[str, Option] = {
+    "pattern": Option("regex"),
+    "choice": TEXT,
+    "diversity": _range(0, 1e6, whole=False),
+    "max_new_tokens": _range(1, 1_000_000),
+    "min_new_tokens": _range(0, 1_000_000),
+    "do_sample": FLAG,
+    "temperature": _range(0, 1e6, whole=False, above=True),
+    "top_k": _range(0, 1_000_000_000),
+    "top_p": _range(0, 1, whole=False, above=True),
+    "num_beams": _range(1, 1024),
+    "repetition_penalty": _range(0, 1e6, whole=False, above=True),
+    "eos_token_id": _range(0, 1_000_000_000),
+}
+_DIFFUSION_SAMPLING: dict[str, Option] = {
+    "steps": _range(1, 10_000),
+    "guidance_scale": _range(0, 1e6, whole=False),
+}
+_LORA = Option(
+    "call",
+    fields={
+        "r": _range(1, 1024),
+        "alpha": _range(0, 1e6, whole=False, above=True),
+        "dropout": Option("number", 0, 1),
+        "target_modules": TEXT,
+    },
 )
-_DIFFUSION_SAMPLING = frozenset({"steps", "guidance_scale"})
-_LOADING = frozenset({"lora", "reference", "batch_size", "dtype"})
+_LOADING: dict[str, Option] = {
+    "lora": _LORA,
+    "reference": Option("text", choices=("copy", "adapter", "cached")),
+    "batch_size": COUNT,
+    "dtype": Option("text", choices=("float32", "bfloat16", "float16")),
+}
+#: Draws of (t, noise) per image in the diffusion surrogate.
+_TIMESTEPS = {"timesteps": _range(1, 1000)}
 
 BUILTIN: dict[str, Kind] = {
     "causal_lm": Kind(
         "causal_lm",
         Signature(("text",), "text", variadic=True),
-        component_options=_LOADING
-        | _LM_SAMPLING
-        | {"max_length", "trust_remote_code", "gguf_file", "chat", "system"},
+        component_options={
+            **_LOADING,
+            **_LM_SAMPLING,
+            "max_length": _range(1, 100_000_000),
+            "gguf_file": TEXT,
+            "chat": FLAG,
+            "system": TEXT,
+        },
         node_options=_LM_SAMPLING,
-        sampling=_LM_SAMPLING,
+        sampling=frozenset(_LM_SAMPLING),
         implementation="compound.backends.causal_lm:CausalLM",
     ),
     "diffusion": Kind(
         "diffusion",
         Signature(("text",), "image"),
-        component_options=_LOADING | _DIFFUSION_SAMPLING | {"timesteps"},
-        node_options=_DIFFUSION_SAMPLING | {"timesteps"},
-        sampling=_DIFFUSION_SAMPLING,
+        component_options={**_LOADING, **_DIFFUSION_SAMPLING, **_TIMESTEPS},
+        node_options={**_DIFFUSION_SAMPLING, **_TIMESTEPS},
+        sampling=frozenset(_DIFFUSION_SAMPLING),
         implementation="compound.backends.diffusion:Diffusion",
     ),
 }

@@ -95,8 +95,16 @@ class Backend(nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, component: ir.Component, root: Path, reference: str | None = None) -> Backend:
-        """The base model the component names (a folder relative to `root`, the `.cmp` file's folder)."""
+    def load(
+        cls,
+        component: ir.Component,
+        root: Path,
+        reference: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> Backend:
+        """The base model the component names (a folder relative to `root`, the `.cmp` file's folder),
+        its weights from safetensors only. `trust_remote_code` comes from the caller, never from a
+        `.cmp` file: only then may a model folder's own Python code run."""
 
     def load_weights(self, folder: Path) -> None:
         """Put trained weights from `save_pretrained` into the policy, in place: its LoRA adapter, or the
@@ -120,7 +128,7 @@ class Backend(nn.Module, ABC):
         """The state dict of a whole model saved by `save_pretrained` in `folder`."""
         load = getattr(type(self.model), "from_pretrained", None)
         if load is not None:
-            state: Mapping[str, torch.Tensor] = load(folder).state_dict()
+            state: Mapping[str, torch.Tensor] = load(folder, use_safetensors=True).state_dict()
             return state
         from safetensors.torch import load_file
 

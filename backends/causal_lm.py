@@ -41,8 +41,8 @@ from torch import nn
 from compound import ir
 from compound.backends import BUILTIN
 from compound.backends.base import Backend, int_option, load_failed
-from compound.backends.decoding import RegexConstraint, diverse_beams
-from compound.backends.loading import dtype_option, lora, resolve
+from compound.backends.decoding import PatternTooSlow, RegexConstraint, diverse_beams
+from compound.backends.loading import dtype_option, lora, resolve, safetensors_only
 
 
 @dataclass(frozen=True)
@@ -92,17 +92,25 @@ class CausalLM(Backend):
         )
 
     @classmethod
-    def load(cls, component: ir.Component, root: Path, reference: str | None = None) -> CausalLM:
+    def load(
+        cls,
+        component: ir.Component,
+        root: Path,
+        reference: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> CausalLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = resolve(component, root)
+        safetensors_only(component, Path(source))
         options = component.options
-        kwargs = {"trust_remote_code": bool(options.get("trust_remote_code", False))}
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         gguf = {"gguf_file": str(options["gguf_file"])} if "gguf_file" in options else {}
+        weights: dict[str, Any] = {**gguf} if gguf else {"use_safetensors": True}
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs, **gguf)
             model: nn.Module = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype_option(component), **kwargs, **gguf
+                source, dtype=dtype_option(component), **kwargs, **weights
             )
         except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
             what = (
@@ -216,7 +224,10 @@ class CausalLM(Backend):
                 ):
                     torch.manual_seed(seed)
                     lm: Any = self.model
-                    generated = lm.generate(**batch, pad_token_id=self.pad_id, **settings)
+                    try:
+                        generated = lm.generate(**batch, pad_token_id=self.pad_id, **settings)
+                    except PatternTooSlow as e:
+                        raise self.error(str(e)) from None
                 new = generated[:, batch["input_ids"].shape[1] :]
                 out += [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
         finally:
@@ -234,15 +245,19 @@ class CausalLM(Backend):
         if strategy == "sample":
             return list(dict.fromkeys(self.sample([condition] * k, generator, **options)))
         prompt = self.tokenizer(self.prompt(condition))["input_ids"][-(self.max_length - 1) :]
-        beams = diverse_beams(
-            self.model,
-            prompt,
-            2 * k,  # distinct token sequences can spell the same text: search wider, keep k distinct texts
-            self.tokenizer.eos_token_id,
-            diversity=float(options.get("diversity", 0.5)),
-            max_new_tokens=int(options.get("max_new_tokens", 64)),
-            constraint=self._constraint(options),
-        )
+        try:
+            beams = diverse_beams(
+                self.model,
+                prompt,
+                2
+                * k,  # distinct token sequences can spell the same text: search wider, keep k distinct texts
+                self.tokenizer.eos_token_id,
+                diversity=float(options.get("diversity", 0.5)),
+                max_new_tokens=int(options.get("max_new_tokens", 64)),
+                constraint=self._constraint(options),
+            )
+        except PatternTooSlow as e:
+            raise self.error(str(e)) from None
         texts = [self.tokenizer.decode(list(b.tokens), skip_special_tokens=True) for b in beams]
         return list(dict.fromkeys(texts))[:k]
 

@@ -24,15 +24,33 @@ from torch import nn
 Mask = Callable[[Sequence[int]], torch.Tensor | None]
 
 
-class RegexConstraint:
-    """A logits processor (and a mask for beam search) that keeps completions inside `pattern`."""
+class PatternTooSlow(ValueError):
+    """A pattern took longer than its time bound to test one text (catastrophic backtracking)."""
 
-    def __init__(self, pattern: str, tokenizer: Any, eos_id: int, top: int = 64):
+
+class RegexConstraint:
+    """A logits processor (and a mask for beam search) that keeps completions inside `pattern`.
+
+    Each test of a text against the pattern may take at most `timeout` seconds: a pattern that
+    backtracks catastrophically (`(a|aa)+$`) raises `PatternTooSlow` instead of running for hours.
+    """
+
+    def __init__(self, pattern: str, tokenizer: Any, eos_id: int, top: int = 64, timeout: float = 0.5):
         self.pattern = regex.compile(pattern, regex.DOTALL)
         self.tokenizer = tokenizer
         self.eos_id = eos_id
         self.top = top
+        self.timeout = timeout
         self.start = 0  # where the completion starts in input_ids (set before generation)
+
+    def _matches(self, text: str, partial: bool = False) -> bool:
+        try:
+            return self.pattern.fullmatch(text, partial=partial, timeout=self.timeout) is not None
+        except TimeoutError:
+            raise PatternTooSlow(
+                f"pattern {self.pattern.pattern!r} took more than {self.timeout} s to test a text of "
+                f"{len(text)} characters (it backtracks catastrophically; write it without nested repeats)"
+            ) from None
 
     def allowed(self, completion: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
         """A boolean mask over the vocabulary: the tokens that keep the completion matchable.
@@ -48,11 +66,11 @@ class RegexConstraint:
                 if token == self.eos_id:
                     continue
                 piece = self.tokenizer.decode([*list(completion), token], skip_special_tokens=True)
-                if piece != text and self.pattern.fullmatch(piece, partial=True):
+                if piece != text and self._matches(piece, partial=True):
                     mask[token] = True
-            if mask.any() or self.pattern.fullmatch(text):
+            if mask.any() or self._matches(text):
                 break
-        if self.pattern.fullmatch(text) or not mask.any():
+        if self._matches(text) or not mask.any():
             mask[self.eos_id] = True
         return mask
 

@@ -46,7 +46,7 @@ from torch import nn
 from compound import ir
 from compound.backends import BUILTIN
 from compound.backends.base import Backend, int_option, load_failed
-from compound.backends.loading import dtype_option, lora, resolve
+from compound.backends.loading import dtype_option, lora, resolve, safetensors_only
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,18 @@ class Diffusion(Backend):
         self._draws = lru_cache(maxsize=1024)(self._draw)  # a pair's two images ask for the same draws
 
     @classmethod
-    def load(cls, component: ir.Component, root: Path, reference: str | None = None) -> Diffusion:
+    def load(
+        cls,
+        component: ir.Component,
+        root: Path,
+        reference: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> Diffusion:
         source = resolve(component, root)
+        for part in _WEIGHTS:
+            safetensors_only(component, Path(source) / part)
         try:
-            parts = load_parts(Path(source), dtype_option(component))
+            parts = load_parts(Path(source), dtype_option(component), trust_remote_code)
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             raise load_failed(
                 component,
@@ -233,8 +241,13 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     )
 
 
-def load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
-    """The pieces of a diffusers pipeline folder, from an allow-list of libraries."""
+#: The parts of a pipeline that hold weights.
+_WEIGHTS = ("unet", "text_encoder", "vae")
+
+
+def load_parts(folder: Path, dtype: torch.dtype, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The pieces of a diffusers pipeline folder, from an allow-list of libraries; weights from
+    safetensors only."""
     index = json.loads((folder / "model_index.json").read_text())
     parts: dict[str, Any] = {}
     for name in ("unet", "scheduler", "text_encoder", "tokenizer", "vae"):
@@ -245,7 +258,9 @@ def load_parts(folder: Path, dtype: torch.dtype) -> dict[str, Any]:
             continue
         cls = _class(*entry)
         loader = cls.from_pretrained
-        kwargs = {"dtype": dtype} if name in ("unet", "text_encoder", "vae") else {}
+        kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True} if name in _WEIGHTS else {}
+        if entry[0] == "transformers":
+            kwargs["trust_remote_code"] = trust_remote_code
         parts[name] = loader(folder / name, **kwargs)
     return parts
 

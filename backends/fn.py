@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compound.backends import Signature
+from compound.backends import TEXT, Signature
 
 Value = str | list[str]
 
@@ -77,11 +77,11 @@ class Function:
 
 FUNCTIONS: dict[str, Function] = {
     "line": Function(
-        Signature(("text", "int"), "text", options=frozenset()),
+        Signature(("text", "int"), "text", options={}),
         lambda args, named, options: line(*args),
     ),
     "join": Function(
-        Signature(("text",), "text", variadic=True, options=frozenset({"sep"})),
+        Signature(("text",), "text", variadic=True, options={"sep": TEXT}),
         lambda args, named, options: join(*args, **options),
     ),
     "format": Function(
@@ -89,7 +89,7 @@ FUNCTIONS: dict[str, Function] = {
             ("text",),
             "text",
             variadic=True,
-            options=frozenset({"template"}),
+            options={"template": TEXT},
             required=frozenset({"template"}),
         ),
         lambda args, named, options: fill(options["template"], named),

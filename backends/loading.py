@@ -16,10 +16,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 LORA_OPTIONS = ("r", "alpha", "dropout", "target_modules")
 
 
+#: Weight files that are Python pickles: loading one can run code, so compound never does.
+PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
 def resolve(component: ir.Component, root: Path) -> str:
     """The model's folder (relative to the `.cmp` file), or a hub id when no such folder exists."""
-    local = (root / component.path).resolve()
-    if local.exists():
+    try:
+        local = (root / component.path).resolve(strict=False)
+        found = local.exists()
+    except (OSError, RuntimeError) as e:  # a symlink loop, a path too long, ...
+        raise component_error(component, f"cannot use the model path {component.path!r}: {e}") from None
+    if found:
         if not local.is_dir():
             raise component_error(
                 component, f"{local} is a file; a model is a folder saved with save_pretrained"
@@ -28,6 +36,20 @@ def resolve(component: ir.Component, root: Path) -> str:
     if component.path.count("/") == 1 and not component.path.startswith((".", "/")):
         return component.path  # a hub id: from_pretrained reads the local cache (HF_HUB_OFFLINE) or downloads
     raise component_error(component, f"no model folder at {local}")
+
+
+def safetensors_only(component: ir.Component, folder: Path) -> None:
+    """Refuse a model folder whose weights are pickles only, saying how to convert them."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.gguf")):
+        return
+    pickles = sorted(p.name for pattern in PICKLES for p in folder.glob(pattern))
+    if pickles:
+        raise component_error(
+            component,
+            f"{folder} holds its weights as {', '.join(pickles)}, a Python pickle, which can run code when "
+            "loaded; compound loads safetensors only. Convert them once, in a Python you trust: "
+            "Model.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)",
+        )
 
 
 def dtype_option(component: ir.Component) -> torch.dtype:

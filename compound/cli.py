@@ -192,6 +192,10 @@ def train(
     ] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of a progress bar.")] = False,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(help="Let model folders run their own Python code (never settable from a .cmp file)."),
+    ] = False,
 ) -> None:
     """Align every trainable component of SYSTEM jointly with SysDPO on preference DATA."""
     from compound.train import Trainer, TrainingError, read_config
@@ -226,7 +230,10 @@ def train(
     }
     settings.update({k: v for k, v in flags.items() if v is not None})
     try:
-        trainer = Trainer(system, data, out, settings, eval_data=eval_data)
+        trainer = Trainer(
+            system, data, out, settings, eval_data=eval_data, trust_remote_code=trust_remote_code
+        )
+        _report(trainer.data.warnings + (trainer.eval_data.warnings if trainer.eval_data else []), {})
         err.print(
             f"training {', '.join(trainer.trained)} of {system} on {len(trainer.data.pairs)} pairs "
             f"({len(trainer.data.pairs) - trainer.sampling} Direct, {trainer.sampling} Sampling)"
@@ -290,6 +297,10 @@ def sample(
     max_new_tokens: Annotated[int | None, typer.Option(help="LLM generation length.")] = None,
     steps: Annotated[int | None, typer.Option(help="Diffusion denoising steps.")] = None,
     batch: Annotated[int, typer.Option(help="Inputs per batched call.")] = 8,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(help="Let model folders run their own Python code (never settable from a .cmp file)."),
+    ] = False,
 ) -> None:
     """Run SYSTEM N times per input; write the rows, their images and a contact sheet (multi-process with
     `accelerate launch`: each process a share of the inputs, one merged output)."""
@@ -312,6 +323,7 @@ def sample(
             best=best_of is not None,
             batch=batch,
             decoding=decoding,
+            trust_remote_code=trust_remote_code,
         )
     except CompoundError as e:
         raise _fail(e) from None
@@ -381,12 +393,16 @@ def export_(
     adapter: Annotated[
         bool, typer.Option(help="Keep LoRA adapters as PEFT adapters instead of merging them.")
     ] = False,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(help="Let model folders run their own Python code (never settable from a .cmp file)."),
+    ] = False,
 ) -> None:
     """Write each trained component as an ordinary Hugging Face folder (no compound needed to load it)."""
     from compound.export import export
 
     try:
-        for path in export(run, out, adapter):
+        for path in export(run, out, adapter, trust_remote_code):
             err.print(f"wrote {path}")
     except CompoundError as e:
         raise _fail(e) from None
@@ -424,9 +440,35 @@ _plugin_commands()
 
 
 def main() -> None:
+    """The `compound` command. A user's mistake, a missing or unwritable file, a full disk: an error
+    message and exit status 1, never a traceback (COMPOUND_TRACEBACK=1 shows one, for a bug)."""
+    import os
     import warnings
+
+    from rich.markup import escape
 
     warnings.filterwarnings(
         "ignore", category=FutureWarning
     )  # libraries' deprecation notices are not the user's
-    app()
+    try:
+        app()
+    except CompoundError as e:
+        _report(e.diagnostics, e.sources)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as e:
+        if os.environ.get("COMPOUND_TRACEBACK"):
+            raise
+        if isinstance(e, OSError):
+            where = f": {e.filename}" if e.filename else ""
+            err.print(f"[bold red]error:[/] {escape(str(e.strerror or e))}{escape(where)}")
+        elif isinstance(e, MemoryError):
+            err.print("[bold red]error:[/] out of memory")
+        else:
+            err.print(
+                f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}; this is a bug in "
+                "compound, please report it (COMPOUND_TRACEBACK=1 shows where it happened)"
+            )
+    else:
+        return
+    raise SystemExit(1)

@@ -15,6 +15,8 @@ from compound.check.graph import order, unused_declarations
 from compound.check.lower import lower
 from compound.diagnostics import CompoundError, Diagnostic, Report, error
 from compound.factorize import factorize
+from compound.io import decode
+from compound.limits import DEFAULT, Limits
 from compound.parse import Program, parse
 
 
@@ -47,12 +49,12 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def check(program: Program) -> tuple[ir.System, tuple[Diagnostic, ...]]:
+def check(program: Program, limits: Limits = DEFAULT) -> tuple[ir.System, tuple[Diagnostic, ...]]:
     """The checker's passes over a parsed program: a checked `ir.System` (nodes in topological
     order, no factors yet) and its warnings; `CompoundError` with every error (and warning) found."""
-    report = Report()
-    scope = declare(program, report)
-    lowered = lower(program, scope, report)
+    report = Report(limits.errors, limits.suggestions)
+    scope = declare(program, report, limits)
+    lowered = lower(program, scope, report, limits)
     nodes = lowered.nodes
     if not report.failed:
         nodes = order(lowered.nodes, lowered.outputs, report)
@@ -73,25 +75,33 @@ def check(program: Program) -> tuple[ir.System, tuple[Diagnostic, ...]]:
     return system, found
 
 
-def compile_source(text: str, file: str = "<string>") -> Compilation:
+def compile_source(text: str, file: str = "<string>", limits: Limits = DEFAULT) -> Compilation:
     """Compile `.cmp` text; raise `CompoundError` with every error found."""
     with paused_gc():
-        system, found = check(parse(text, file))
+        system, found = check(parse(text, file, limits), limits)
         return Compilation(factorize(system), found, text)
 
 
-def read_source(path: str | Path) -> str:
+def read_source(path: str | Path, limits: Limits = DEFAULT) -> str:
     """A `.cmp` file's text; unreadable files become a `CompoundError`, not a traceback."""
+    path = Path(path)
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else (e.strerror or str(e))
-        raise error("unreadable", f"cannot read {path}: {reason}") from None
+        if not path.is_file():
+            raise error("unreadable", f"cannot read {path}: not a file")
+        size = path.stat().st_size
+        if size > limits.source_bytes:
+            raise error(
+                "unreadable",
+                f"{path} is {size:,} bytes; the limit is {limits.source_bytes:,} (Limits.source_bytes)",
+            )
+        return decode(path.read_bytes(), str(path))
+    except OSError as e:
+        raise error("unreadable", f"cannot read {path}: {e.strerror or e}") from None
 
 
-def compile_file(path: str | Path) -> ir.System:
+def compile_file(path: str | Path, limits: Limits = DEFAULT) -> ir.System:
     """Compile a `.cmp` file; warnings are issued as `CompoundWarning`s."""
-    result = compile_source(read_source(path), str(path))
+    result = compile_source(read_source(path, limits), str(path), limits)
     for found in result.warnings:
         warnings.warn(found.render({str(path): result.source}), CompoundWarning, stacklevel=2)
     return result.system

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from compound import ir
-from compound.diagnostics import CompoundError, Diagnostic, error
+from compound.diagnostics import CompoundError, Diagnostic, error, suggest
 from compound.io import read_jsonl
+from compound.limits import DEFAULT, Limits
 from compound.reference import row_key
-from compound.values import check_marginal, problems, row_error
+from compound.values import as_row, check_marginal, evaluate, problems, row_error
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,13 @@ class Pair:
 
 @dataclass
 class Preferences:
+    """Validated pairs; the rows left out as invalid (with `skip_invalid`), and what is suspicious
+    but allowed (repeated rows, computed nodes given, images outside the data's folder), with counts."""
+
     source: str
     pairs: list[Pair]
     invalid: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """A hash of the data's content (keys cached reference scores to it)."""
@@ -56,15 +61,17 @@ class Preferences:
         return digest.hexdigest()[:16]
 
 
-def load_preferences(system: ir.System, source: str | Path, skip_invalid: bool = False) -> Preferences:
+def load_preferences(
+    system: ir.System, source: str | Path, skip_invalid: bool = False, limits: Limits = DEFAULT
+) -> Preferences:
     """Read and validate preference data for `system`; raise `CompoundError` listing every bad row."""
     label = str(source)
-    records, base = _records(source)
+    records, base = _records(source, limits)
     pairs: list[Pair] = []
     invalid: list[Diagnostic] = []
     bad_rows = 0
     for number, record in records:
-        found = _check(system, record, f"{label} row {number}", base)
+        found = _check(system, record, f"{label} row {number}", base, limits)
         if isinstance(found, list):
             invalid += found
             bad_rows += 1
@@ -80,15 +87,84 @@ def load_preferences(system: ir.System, source: str | Path, skip_invalid: bool =
         raise CompoundError([*invalid, summary], _sources(system))
     if not pairs:
         raise error("row", f"{label} holds no valid preference pair")
-    return Preferences(label, pairs, invalid)
+    return Preferences(label, pairs, invalid, _warnings(system, pairs, label, base))
+
+
+def _warnings(system: ir.System, pairs: list[Pair], label: str, base: Path) -> list[Diagnostic]:
+    """What is allowed but probably not meant, counted over the whole file."""
+    found: list[Diagnostic] = []
+    seen: dict[str, int] = {}
+    repeats = []
+    for pair in pairs:
+        key = row_key(pair.chosen, pair.rejected)
+        if key in seen:
+            repeats.append(f"row {pair.row} repeats row {seen[key]}")
+        seen.setdefault(key, pair.row)
+    if repeats:
+        found.append(_warning(f"{len(repeats)} rows of {label} repeat an earlier row ({_first(repeats)})"))
+    differ = [
+        f"'{name}' in row {p.row}"
+        for p in pairs
+        for side in (p.chosen, p.rejected)
+        for name in _recomputed(system, side)
+    ]
+    if differ:
+        found.append(
+            _warning(
+                f"{len(differ)} values of computed nodes in {label} differ from what their arguments give "
+                f"({_first(differ)}): compound computes them and ignores the given values"
+            )
+        )
+    images = {n.base for n in system.nodes if n.type == "image"}
+    outside = [
+        f"row {p.row}: {path}"
+        for p in pairs
+        for side in (p.chosen, p.rejected)
+        for key, value in side.items()
+        if key.split("[")[0] in images
+        for path in (value if isinstance(value, list) else [value])
+        if isinstance(path, str) and not Path(path).resolve().is_relative_to(base.resolve())
+    ]
+    if outside:
+        found.append(
+            _warning(
+                f"{len(outside)} image paths of {label} lie outside its folder {base} ({_first(outside)})"
+            )
+        )
+    return found
+
+
+def _recomputed(system: ir.System, row: dict[str, Any]) -> list[str]:
+    """The computed nodes a row gives with a value other than their function computes."""
+    if not any(isinstance(n, ir.ComputeNode) and (n.base in row or n.name in row) for n in system.nodes):
+        return []
+    try:
+        values = evaluate(system, row, "row")
+    except CompoundError:  # a SysDPO-Sampling row: its intermediates are missing
+        return []
+    recomputed = as_row(system, values)
+    names = dict.fromkeys(n.base for n in system.nodes if isinstance(n, ir.ComputeNode))
+    return [name for name in names if name in row and recomputed.get(name) != row[name]]
+
+
+def _warning(message: str) -> Diagnostic:
+    return Diagnostic("warning", "row", message)
+
+
+def _first(items: list[str]) -> str:
+    return f"first: {items[0]}" if len(items) > 1 else items[0]
 
 
 def _check(
-    system: ir.System, record: Any, where: str, base: Path
+    system: ir.System, record: Any, where: str, base: Path, limits: Limits
 ) -> tuple[dict[str, Any], dict[str, Any]] | list[Diagnostic]:
     """Both sides of a valid record, or everything wrong with it."""
     try:
         chosen, rejected = _sides(system, record, where, base)
+        if chosen == rejected:
+            raise error(
+                "row", f"{where}: the chosen and the rejected side are the same; the pair teaches nothing"
+            )
         gone = {n.name for n in check_marginal(system, chosen, f"{where}, chosen")}
         if gone != {n.name for n in check_marginal(system, rejected, f"{where}, rejected")}:
             raise error(
@@ -99,8 +175,8 @@ def _check(
     except CompoundError as e:
         return list(e.diagnostics)
     skip = frozenset(gone)
-    found = problems(system, chosen, f"{where}, chosen", skip) + problems(
-        system, rejected, f"{where}, rejected", skip
+    found = problems(system, chosen, f"{where}, chosen", skip, limits) + problems(
+        system, rejected, f"{where}, rejected", skip, limits
     )
     for node in system.nodes:
         if not found and isinstance(node, ir.InputNode) and chosen[node.base] != rejected[node.base]:
@@ -116,11 +192,11 @@ def _sources(system: ir.System) -> dict[str, str]:
         return {}
 
 
-def _records(source: str | Path) -> tuple[list[tuple[int, Any]], Path]:
+def _records(source: str | Path, limits: Limits) -> tuple[list[tuple[int, Any]], Path]:
     """(row number, record) pairs, and the folder relative image paths start from."""
     path = Path(source)
     if path.suffix == ".jsonl" and path.is_file():
-        lines = read_jsonl(path)
+        lines = read_jsonl(path, limits)
         return [(n.number, n.value if n.problem is None else _Broken(n.problem)) for n in lines], path.parent
     if path.suffix == ".jsonl":
         raise error("row", f"no data file at {path}")
@@ -152,6 +228,7 @@ def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict
     if {"input", "chosen", "rejected"} <= set(record) and all(
         isinstance(record[k], dict) for k in ("input", "chosen", "rejected")
     ):
+        _known_names(system, record, where)
         chosen = {**record["input"], **record["chosen"]}
         rejected = {**record["input"], **record["rejected"]}
     elif {"prompt", "chosen", "rejected"} <= set(record):
@@ -164,6 +241,23 @@ def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict
         )
     images = {n.base for n in system.nodes if n.type == "image"}
     return _absolute(chosen, images, base), _absolute(rejected, images, base)
+
+
+def _known_names(system: ir.System, record: dict[str, Any], where: str) -> None:
+    """Every key of `chosen` and `rejected` names a node: a misspelt intermediate would otherwise turn a
+    Direct pair into a SysDPO-Sampling one without a word. (`input` may hold more than the inputs, such
+    as a reference answer a scorer reads.)"""
+    names = {n.base for n in system.nodes} | {n.name for n in system.nodes}
+    for part in ("chosen", "rejected"):
+        for key in record[part]:
+            if key not in names:
+                hint = suggest(str(key), names)
+                shown = ", ".join(sorted({n.base for n in system.nodes})[:12])
+                raise error(
+                    "row",
+                    f"{where}, {part}: '{key}' is not a node of the system"
+                    + (f"; did you mean '{hint}'?" if hint else f" (nodes: {shown})"),
+                )
 
 
 def _trl(system: ir.System, record: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:

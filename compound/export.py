@@ -17,15 +17,16 @@ from compound.loader import load
 from compound.train.checkpoint import RUN_FILE
 
 
-def export(run: str | Path, out: str | Path, adapter: bool = False) -> list[Path]:
+def export(
+    run: str | Path, out: str | Path, adapter: bool = False, trust_remote_code: bool = False
+) -> list[Path]:
     """Export every component the run trained; return the folders written."""
     final = Path(run) / "final"
     if not (final / RUN_FILE).is_file():
         raise error("config", f"{run} has no final weights ({final / RUN_FILE})")
     meta = json.loads((final / RUN_FILE).read_text())
-    system = load(
-        meta["system"], weights=final, options={n: {"lora": spec} for n, spec in meta["lora"].items()}
-    )
+    lora = {n: {"lora": spec} for n, spec in meta["lora"].items()}
+    system = load(meta["system"], weights=final, options=lora, trust_remote_code=trust_remote_code)
     written = []
     for name in meta["trained"]:
         path = Path(out) / name

@@ -12,6 +12,7 @@ string does not start a row).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compound.diagnostics import error
+from compound.limits import DEFAULT, Limits
 
 
 @contextmanager
@@ -74,6 +76,74 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(folder: Path) -> Path:
+    """folder/checksums.json: the SHA-256 of every file below `folder`, so a reader can tell a damaged
+    file (truncated, flipped bytes) from a sound one."""
+    sums = {
+        path.relative_to(folder).as_posix(): _sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != CHECKSUMS
+    }
+    return write_json(folder / CHECKSUMS, sums)
+
+
+def damaged(folder: Path) -> str | None:
+    """Why a folder written with `write_checksums` is not as it was written; None if it is."""
+    try:
+        sums = json.loads((folder / CHECKSUMS).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"its {CHECKSUMS} is missing or unreadable ({e.__class__.__name__})"
+    if not isinstance(sums, dict):
+        return f"its {CHECKSUMS} is not a table of files"
+    for name, expected in sums.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != expected:
+            return f"{name} is not as it was written (its checksum differs)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def decode(data: bytes, label: str) -> str:
+    """UTF-8 text (a byte-order mark dropped); any other encoding is an error that says which it looks
+    like and where the first byte that is not UTF-8 stands."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise error(
+                "unreadable", f"cannot read {label}: it is {name} text (a byte-order mark); save it as UTF-8"
+            )
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        kind = "binary data" if b"\x00" in data[:8192] else "Latin-1 or Windows-1252 text?"
+        raise error(
+            "unreadable",
+            f"cannot read {label}: not UTF-8 (byte 0x{data[e.start]:02x} at line {line}, column {column}; "
+            f"{kind}); save it as UTF-8",
+        ) from None
+
+
 @dataclass(frozen=True)
 class Line:
     """One non-blank line of a JSONL file: its number, and its value or why it is not JSON."""
@@ -83,23 +153,28 @@ class Line:
     problem: str | None = None
 
 
-def read_jsonl(path: str | Path) -> list[Line]:
+def read_jsonl(path: str | Path, limits: Limits = DEFAULT) -> list[Line]:
     """Every non-blank line of a JSONL file, numbered from 1 as an editor numbers them."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise error("row", f"cannot read {path}: not UTF-8 text") from None
+        if not path.is_file():
+            raise error("row", f"cannot read {path}: not a file")
+        text = decode(path.read_bytes(), str(path))
     except OSError as e:
         raise error("row", f"cannot read {path}: {e.strerror or e}") from None
     lines = []
     for number, raw in enumerate(text.split("\n"), 1):
         if not raw.strip():
             continue
+        if len(raw) > limits.line_bytes:
+            lines.append(Line(number, problem=f"is {len(raw):,} characters long (Limits.line_bytes)"))
+            continue
         try:
             lines.append(Line(number, json.loads(raw)))
         except json.JSONDecodeError as e:
             lines.append(Line(number, problem=f"is not valid JSON: {e.msg} at column {e.colno}"))
+        except RecursionError:
+            lines.append(Line(number, problem="nests its JSON too deep"))
     return lines
 
 

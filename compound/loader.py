@@ -10,6 +10,8 @@ from compound import ir
 from compound.backends import backend_class
 from compound.compiler import compile_file
 from compound.diagnostics import error
+from compound.io import CHECKSUMS, damaged
+from compound.limits import DEFAULT, Limits
 from compound.system import CompiledSystem
 
 
@@ -18,6 +20,8 @@ def load(
     weights: str | Path | None = None,
     reference: str | Mapping[str, str] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    trust_remote_code: bool = False,
+    limits: Limits = DEFAULT,
 ) -> CompiledSystem:
     """Compile a `.cmp` file and load its components with `from_pretrained`.
 
@@ -29,12 +33,17 @@ def load(
     strategy (`copy`, `adapter`, `cached`), for every component or per component
     name. `options` adds or overrides component options, per component name: a
     dict value becomes a call, so `{"writer": {"lora": {"r": 8}}}` means `lora(r=8)`.
+    `trust_remote_code` lets model folders run their own Python code (transformers'
+    `auto_map`): off unless the caller turns it on; a `.cmp` file cannot. Weights
+    load from safetensors files only.
     """
     path = Path(path)
-    system = compile_file(path)
+    system = compile_file(path, limits)
     trained = Path(weights) if weights is not None else None
     if trained is not None and not trained.is_dir():
         raise error("component", f"no trained weights at {trained}")
+    if trained is not None and (trained / CHECKSUMS).is_file() and (problem := damaged(trained)):
+        raise error("component", f"the trained weights in {trained} are damaged: {problem}")
     components = {}
     for component in system.components:
         extra = (options or {}).get(component.name, {})
@@ -42,7 +51,9 @@ def load(
             merged = {**component.options, **{k: _value(k, v) for k, v in extra.items()}}
             component = component.model_copy(update={"options": merged})
         strategy = reference.get(component.name) if isinstance(reference, Mapping) else reference
-        backend = backend_class(component.kind).load(component, path.parent, reference=strategy)
+        backend = backend_class(component.kind).load(
+            component, path.parent, reference=strategy, trust_remote_code=trust_remote_code
+        )
         if trained is not None and (trained / component.name).is_dir():
             backend.load_weights(trained / component.name)
         components[component.name] = backend

@@ -10,6 +10,7 @@ carrying its source span. Nothing in a file is ever evaluated.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from lark.tree import Meta
 from compound.diagnostics import CompoundError, Diagnostic, error, suggest
 from compound.grammar import grammar_text
 from compound.ir import Span
+from compound.limits import DEFAULT, Limits
 
 # ---------------------------------------------------------------- syntax tree
 
@@ -149,6 +151,7 @@ _STATEMENT_KEYWORDS = {f"_{k.upper()}" for k in KEYWORDS[:5]}
 _CLOSE = {"_RPAR": "_LPAR", "_RSQB": "_LSQB"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _KeepLayout(PostLex):
@@ -172,9 +175,13 @@ def _parser() -> Lark:
     )
 
 
-def parse(text: str, file: str = "<string>") -> Program:
+def parse(text: str, file: str = "<string>", limits: Limits = DEFAULT) -> Program:
     """Parse `.cmp` text; raise `CompoundError` with every syntax error found."""
-    reader = _Reader(text, file)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.source_bytes:
+        message = f"the file is {size:,} bytes; the limit is {limits.source_bytes:,} (Limits.source_bytes)"
+        raise error("too-big", message, Span(file=file, line=1, column=1, end_line=1, end_column=1))
+    reader = _Reader(text, file, limits)
     statements = [s for chunk in reader.statements() if (s := reader.parse(chunk)) is not None]
     errors = reader.errors
     headers = [s for s in statements if isinstance(s, SystemDecl)]
@@ -200,11 +207,12 @@ def parse(text: str, file: str = "<string>") -> Program:
 
 
 class _Reader:
-    def __init__(self, text: str, file: str):
+    def __init__(self, text: str, file: str, limits: Limits):
         self.text = text
         self.file = file
+        self.limits = limits
         self.errors: list[Diagnostic] = []
-        self.build = _Build(file)
+        self.build = _Build(file, limits)
 
     def error(self, code: str, message: str, token: Token) -> None:
         self.errors.append(Diagnostic("error", code, message, _span(self.file, token)))
@@ -247,6 +255,13 @@ class _Reader:
                 continue
             if kind in _OPEN:
                 opened.append(token)
+                if len(opened) > self.limits.nesting and not broken:
+                    self.error(
+                        "too-big",
+                        f"more than {self.limits.nesting} brackets open at once (Limits.nesting)",
+                        token,
+                    )
+                    broken = True
             elif kind in _CLOSE and opened:
                 match = opened.pop()
                 if _CLOSE[kind] != match.type and not broken:
@@ -338,9 +353,10 @@ class _Build(Transformer[Token, "SystemDecl | Statement"]):
 
     __visit_tokens__ = False
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, limits: Limits):
         super().__init__()
         self.file = file
+        self.limits = limits
 
     def _span(self, at: Meta | Token) -> Span:
         return _span(self.file, at)
@@ -389,11 +405,34 @@ class _Build(Transformer[Token, "SystemDecl | Statement"]):
 
     def string(self, meta: Meta, token: Token) -> Literal:
         quote = 3 if token.type == "LONG_STRING" else 1
-        return Literal(_unescape(token.value[quote:-quote], token, quote, self.file), self._span(meta))
+        if len(token.value) - 2 * quote > self.limits.string_chars:
+            limit = self.limits.string_chars
+            raise error(
+                "too-big",
+                f"a string of more than {limit:,} characters (Limits.string_chars)",
+                self._span(meta),
+            )
+        text = _unescape(token.value[quote:-quote], token, quote, self.file)
+        if _SURROGATE.search(text):
+            raise error(
+                "bad-escape", "a string holds a lone surrogate, which is not a character", self._span(meta)
+            )
+        return Literal(text, self._span(meta))
 
     def number(self, meta: Meta | Token, token: Token) -> Literal:
-        text = token.value
+        text: str = token.value
+        if len(text) > self.limits.number_chars:
+            raise error(
+                "number",
+                f"a number of {len(text):,} characters; the limit is {self.limits.number_chars} "
+                "(Limits.number_chars)",
+                self._span(token),
+            )
         value: int | float = int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+        if not math.isfinite(value):
+            raise error(
+                "number", f"{text} is out of range (a finite number, below about 1.8e308)", self._span(token)
+            )
         return Literal(value, self._span(token))
 
     def true(self, meta: Meta, token: Token) -> Literal:

@@ -34,6 +34,7 @@ def sample_inputs(
     batch: int = 8,
     decoding: Mapping[str, Any] | None = None,
     quiet: bool = False,
+    trust_remote_code: bool = False,
 ) -> Path | None:
     """Sample n rows per input; with `best`, keep each input's best by `scorer`. Returns samples.jsonl's path
     (None on processes other than the main one)."""
@@ -43,7 +44,7 @@ def sample_inputs(
     state = PartialState(cpu=not accelerated())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load(system_path, weights=weights)
+    model = load(system_path, weights=weights, trust_remote_code=trust_remote_code)
     score = find_scorer(scorer[0], **scorer[1]) if scorer else None
     starts = list(range(0, len(inputs), batch))[state.process_index :: state.num_processes]
     found: list[saved.Sample] = []

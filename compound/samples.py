@@ -9,6 +9,7 @@ back, scores the rows and pairs them (`compound.pairing`).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,15 @@ def read(folder: str | Path, name: str = "samples.jsonl") -> list[Sample]:
 
 
 def score(samples: Iterable[Sample], scorer: Scorer) -> None:
+    """Score every sample; a scorer that fails or gives no finite number names the sample."""
     for s in samples:
-        s.score = float(scorer(s.row))
+        try:
+            value = float(scorer(s.row))
+        except Exception as e:  # a scorer is the user's code: whatever it raises, say which sample
+            raise error("config", f"the scorer failed on sample {s.id}: {type(e).__name__}: {e}") from None
+        if not math.isfinite(value):
+            raise error("config", f"the scorer gave sample {s.id} the score {value}, not a finite number")
+        s.score = value
 
 
 def by_input(samples: Iterable[Sample]) -> dict[str, list[Sample]]:

@@ -10,7 +10,7 @@ import torch
 from compound import ir
 from compound.backends.base import Backend
 from compound.types import Row
-from compound.values import as_row, compute, condition, given, plate_sizes
+from compound.values import as_row, compute, condition, given, plate_sizes, readable
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def sample(
     runs: list[dict[str, Any]] = []
     for k, row in enumerate(inputs):
         start = {
-            node.name: given(node, row, f"input row {k}", sizes)
+            node.name: _checked(node, given(node, row, f"input row {k}", sizes), f"input row {k}")
             for node in system.nodes
             if isinstance(node, ir.InputNode)
         }
@@ -60,6 +60,12 @@ def sample(
                 for node in members:
                     values[node.name] = next(outputs)
     return [as_row(system, values) for values in runs]
+
+
+def _checked(node: ir.InputNode, value: Any, label: str) -> Any:
+    """An input value, after checking it is usable (sizes within the limits, images readable)."""
+    readable(node, value, label)
+    return value
 
 
 def _declarations(system: ir.System) -> list[list[ir.Node]]:

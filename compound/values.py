@@ -17,6 +17,7 @@ from typing import Any
 from compound import ir
 from compound.backends.fn import FUNCTIONS, Value, fill, render
 from compound.diagnostics import CompoundError, Diagnostic, error
+from compound.limits import DEFAULT, Limits
 
 
 def row_error(label: str, node: ir.Node, message: str) -> CompoundError:
@@ -51,17 +52,29 @@ def given(node: ir.Node, row: Mapping[str, Any], label: str, sizes: Mapping[str,
     return value
 
 
-def readable(node: ir.Node, value: Any, label: str) -> None:
-    """Fail unless an image value given as a path opens as an image."""
+def readable(node: ir.Node, value: Any, label: str, limits: Limits = DEFAULT) -> None:
+    """Fail unless a value is usable: text within `Limits.text_bytes`; an image given as a path a
+    regular file whose header is within `Limits.image_pixels` and whose body decodes."""
+    member = f"[{node.index}]" if node.index is not None else ""
+    if node.type == "text" and isinstance(value, str) and len(value) > limits.text_bytes // 4:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limits.text_bytes:
+            raise row_error(label, node, f"{member}is a text of {size:,} bytes (Limits.text_bytes)")
     if node.type != "image" or not isinstance(value, str | Path):
         return
     from PIL import Image, UnidentifiedImageError
 
-    member = f"[{node.index}]" if node.index is not None else ""
     try:
+        if Path(value).exists() and not Path(value).is_file():  # a folder, a FIFO or a device would hang
+            raise row_error(label, node, f"{member}: the image {value} is not a file")
         with Image.open(value) as image:
-            image.verify()
-    except (OSError, UnidentifiedImageError) as e:
+            width, height = image.size
+            if width * height > limits.image_pixels:
+                raise row_error(
+                    label, node, f"{member}: the image {value} is {width}x{height} (Limits.image_pixels)"
+                )
+            image.load()
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         raise row_error(label, node, f"{member}: cannot read the image {value}: {reason}") from None
 
@@ -110,7 +123,11 @@ def evaluate(system: ir.System, row: Mapping[str, Any], label: str) -> dict[str,
 
 
 def problems(
-    system: ir.System, row: Mapping[str, Any], label: str, skip: frozenset[str] = frozenset()
+    system: ir.System,
+    row: Mapping[str, Any],
+    label: str,
+    skip: frozenset[str] = frozenset(),
+    limits: Limits = DEFAULT,
 ) -> list[Diagnostic]:
     """Everything wrong with one row: every missing or mistyped node, every unreadable image
     (nodes in `skip`, those SysDPO-Sampling sums over, are not looked for)."""
@@ -120,7 +137,7 @@ def problems(
         if isinstance(node, ir.ComputeNode) or node.name in skip:
             continue
         try:
-            readable(node, given(node, row, label, sizes), label)
+            readable(node, given(node, row, label, sizes), label, limits)
         except CompoundError as e:  # a plate's members share most problems: report each once
             found += [d for d in e.diagnostics if d.message not in {f.message for f in found}]
     return found

@@ -24,7 +24,7 @@ class Lengths(Backend):
     spec = Kind("lengths", Signature(("text",), "text"))
 
     @classmethod
-    def load(cls, component, root, weights=None, reference=None):
+    def load(cls, component, root, reference=None, trust_remote_code=False):
         model = nn.Linear(1, 1, bias=False)
         nn.init.constant_(model.weight, 1.0)
         return cls(component, model, reference)
@@ -77,7 +77,7 @@ class Words(Backend):
     spec = Kind("words", Signature(("text",), "text"))
 
     @classmethod
-    def load(cls, component, root, reference=None):
+    def load(cls, component, root, reference=None, trust_remote_code=False):
         return cls(component, nn.Linear(1, 1, bias=False), reference)
 
     def prepare(self, condition, value, options):

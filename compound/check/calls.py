@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from compound import ir
-from compound.backends import Signature
+from compound.backends import Option, Signature
 from compound.backends.fn import template_fields
 from compound.check.bind import Binding
-from compound.diagnostics import Report
+from compound.diagnostics import Report, suggest
+from compound.grammar import quote
 from compound.parse import NodeDecl
 
 
@@ -16,13 +18,14 @@ from compound.parse import NodeDecl
 class Callee:
     """What a node calls: a component or a function, how messages show it, what it reads and takes.
 
-    `options` are the option names a call may give (None: any).
+    `options` are the options a call may give, each with what it takes (None: checked by the core
+    itself, as `template=` and `weight=` are); `options` None: any.
     """
 
     name: str
     shown: str
     signature: Signature
-    options: frozenset[str] | None
+    options: Mapping[str, Option | None] | None
 
 
 def check_call(
@@ -60,15 +63,54 @@ def check_call(
         )
     if callee.options is not None:
         for option in call.options:
-            if option.key.text not in callee.options:
-                known = ", ".join(sorted(callee.options)) or "none"
-                report.error(
-                    "unknown-option",
-                    f"{shown} has no option '{option.key.text}' (options: {known})",
-                    option.key.span,
-                )
+            key = option.key.text
+            if key not in callee.options:
+                report.error("unknown-option", unknown_option(shown, key, callee.options), option.key.span)
+                continue
+            spec = callee.options[key]
+            wrong = option_error(key, spec, options.get(key)) if spec is not None else None
+            if wrong:
+                report.error("option-type", wrong, option.value.span)
     for missing in sorted(signature.required - set(options)):
         report.error("missing-option", f"{shown} needs the option {missing}=", call.span)
+
+
+def unknown_option(shown: str, key: str, known: Iterable[str]) -> str:
+    """`writer (causal_lm) has no option 'temprature'; did you mean 'temperature'? (options: ...)`."""
+    names = sorted(known)
+    hint = suggest(key, names)
+    return (
+        f"{shown} has no option '{key}'"
+        + (f"; did you mean '{hint}'?" if hint else "")
+        + (f" (options: {', '.join(names) or 'none'})")
+    )
+
+
+def option_error(key: str, spec: Option, value: ir.Value | None) -> str | None:
+    """What is wrong with an option's value, as a whole message; None if nothing (or if the value was
+    already reported)."""
+    if value is None:
+        return None
+    problem = spec.problem(value)
+    if problem is None:
+        return None
+    if problem.startswith("has no option"):
+        return f"{key} {problem}"
+    if spec.type == "call" and not problem.startswith("takes"):
+        return f"{key}: {problem}"
+    return f"{key}= {problem}" + (f", not {shown(value)}" if problem.startswith("takes") else "")
+
+
+def shown(value: ir.Value) -> str:
+    """An option's value as a `.cmp` file writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return quote(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, ir.Call):
+        parts = [shown(a) for a in value.args] + [f"{k}={shown(v)}" for k, v in value.options.items()]
+        return f"{value.name}({', '.join(parts)})"
+    return str(value)
 
 
 def check_node_options(decl: NodeDecl, options: dict[str, ir.Value], report: Report) -> None:
@@ -89,13 +131,22 @@ def check_node_options(decl: NodeDecl, options: dict[str, ir.Value], report: Rep
                 report.error("option-type", "weight= takes a positive number", option.value.span)
 
 
-def check_template(decl: NodeDecl, template: str, bindings: list[Binding], report: Report) -> None:
+def check_template(
+    decl: NodeDecl, template: str, bindings: list[Binding], report: Report, limit: int
+) -> None:
     """Every `{field}` names exactly one argument; warn about arguments the template skips."""
     span = next(o.value.span for o in decl.call.options if o.key.text == "template")
     try:
         fields = template_fields(template)
     except ValueError as e:
         report.error("template-field", str(e), span)
+        return
+    if len(fields) > limit:
+        report.error(
+            "too-big",
+            f"a template of {len(fields):,} fields: the limit is {limit:,} (Limits.template_fields)",
+            span,
+        )
         return
     names = [b.name for b in bindings if b.name]
     for field in dict.fromkeys(fields):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from compound.backends.fn import FUNCTIONS
 from compound.diagnostics import Note, Report
+from compound.limits import DEFAULT, Limits
 from compound.parse import (
     ComponentDecl,
     ConstDecl,
@@ -33,13 +35,15 @@ class Scope:
         """The declaration `name` refers to, marked used; reports an unknown name."""
         decl = self.decls.get(name.text)
         if decl is None:
-            report.unknown("unknown-name", "name", name.text, name.span, [*self.decls, *FUNCTIONS])
+            report.unknown(
+                "unknown-name", "name", name.text, name.span, itertools.chain(self.decls, FUNCTIONS)
+            )
             return None
         self.used.add(name.text)
         return decl
 
 
-def declare(program: Program, report: Report) -> Scope:
+def declare(program: Program, report: Report, limits: Limits = DEFAULT) -> Scope:
     """The program's scope: each name declared once (a second declaration is an error)."""
     scope = Scope()
     for s in program.statements:
@@ -59,7 +63,7 @@ def declare(program: Program, report: Report) -> Scope:
             continue
         scope.decls[name.text] = s
         if isinstance(s, NodeDecl):
-            scope.sizes[name.text] = _plate_size(s.size, report)
+            scope.sizes[name.text] = _plate_size(s.size, report, limits)
         elif isinstance(s, InputDecl):
             scope.sizes[name.text] = None
     return scope
@@ -81,10 +85,21 @@ def describe(decl: Decl) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def _plate_size(size: Literal | None, report: Report) -> int | None:
+def _plate_size(size: Literal | None, report: Report, limits: Limits) -> int | None:
     if size is None:
         return None
-    if isinstance(size.value, int) and not isinstance(size.value, bool) and size.value >= 1:
+    if (
+        isinstance(size.value, int)
+        and not isinstance(size.value, bool)
+        and 1 <= size.value <= limits.plate_size
+    ):
         return size.value
+    if isinstance(size.value, int) and size.value > limits.plate_size:
+        report.error(
+            "plate-size",
+            f"a plate of {size.value:,}: the limit is {limits.plate_size:,} (Limits.plate_size)",
+            size.span,
+        )
+        return None
     report.error("plate-size", f"a plate size is a whole number of at least 1, not {size.value}", size.span)
     return None

@@ -5,6 +5,8 @@ Runs once every name resolves; networkx does the graph work.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import networkx as nx
 
 from compound import ir
@@ -23,7 +25,8 @@ def order(nodes: tuple[ir.Node, ...], outputs: tuple[str, ...], report: Report) 
     _cycles(graph, by_name, report)
     if report.failed:
         return nodes
-    reached = set().union(*(nx.descendants(graph, n.name) for n in nodes if isinstance(n, ir.InputNode)))
+    inputs = [n.name for n in nodes if isinstance(n, ir.InputNode)]
+    reached = _reach(graph, inputs, graph.successors) - set(inputs)
     for name in outputs:
         if name not in reached:
             report.error(
@@ -31,7 +34,7 @@ def order(nodes: tuple[ir.Node, ...], outputs: tuple[str, ...], report: Report) 
                 f"output '{name}' depends on no input: nothing it is computed from is observed",
                 by_name[name].span,
             )
-    needed = set(outputs).union(*(nx.ancestors(graph, o) for o in outputs))
+    needed = _reach(graph, outputs, graph.predecessors)
     warned = set()
     for n in nodes:
         if n.name not in needed and n.base not in warned:
@@ -39,6 +42,19 @@ def order(nodes: tuple[ir.Node, ...], outputs: tuple[str, ...], report: Report) 
             report.warn("unused", f"'{n.base}' is not used by any output", name_span(n))
     ordered = nx.lexicographical_topological_sort(graph, key=position.__getitem__)
     return tuple(by_name[name] for name in ordered)
+
+
+def _reach(graph: nx.DiGraph, sources: Iterable[str], step: Callable[[str], Iterable[str]]) -> set[str]:
+    """Every node reachable from any of `sources` (themselves included) along `step`: one pass over
+    the graph however many sources there are."""
+    seen = set(sources)
+    todo = list(seen)
+    while todo:
+        for nxt in step(todo.pop()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
 
 
 def unused_declarations(scope: Scope, report: Report) -> None:

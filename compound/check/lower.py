@@ -6,15 +6,24 @@ callee (`calls`), each argument bound once per declaration (`bind`).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from compound import ir
-from compound.backends import NODE_OPTIONS, TYPES, kind, kinds
+from compound.backends import FORBIDDEN, NODE_OPTIONS, TYPES, kind, kinds
 from compound.backends.fn import FUNCTIONS
 from compound.check.bind import Binding, bind
-from compound.check.calls import Callee, check_call, check_node_options, check_template
+from compound.check.calls import (
+    Callee,
+    check_call,
+    check_node_options,
+    check_template,
+    option_error,
+    unknown_option,
+)
 from compound.check.declare import Scope, describe, expanded
 from compound.diagnostics import Report
+from compound.limits import DEFAULT, Limits
 from compound.parse import (
     CallExpr,
     ComponentDecl,
@@ -40,8 +49,27 @@ class Lowered:
     outputs: tuple[str, ...]
 
 
-def lower(program: Program, scope: Scope, report: Report) -> Lowered:
+@dataclass
+class _Budget:
+    """Nodes and parent links expanded so far, against the limits: counted before a plate expands."""
+
+    limits: Limits
+    nodes: int = 0
+    edges: int = 0
+
+    def spend(self, nodes: int, edges: int) -> str | None:
+        """Take `nodes` and `edges`; the limit they would pass, if any (then nothing is taken)."""
+        if self.nodes + nodes > self.limits.nodes:
+            return f"{self.limits.nodes:,} nodes (Limits.nodes)"
+        if self.edges + edges > self.limits.edges:
+            return f"{self.limits.edges:,} parent links (Limits.edges)"
+        self.nodes, self.edges = self.nodes + nodes, self.edges + edges
+        return None
+
+
+def lower(program: Program, scope: Scope, report: Report, limits: Limits = DEFAULT) -> Lowered:
     """Lower every statement of `program`; errors go to `report`."""
+    budget = _Budget(limits)
     statements = program.statements
     consts = tuple(
         ir.Const(name=s.name.text, value=str(s.value.value), span=s.span)
@@ -55,9 +83,10 @@ def lower(program: Program, scope: Scope, report: Report) -> Lowered:
     plates: list[ir.Plate] = []
     for s in statements:
         if isinstance(s, InputDecl):
+            budget.spend(1, 0)
             nodes.append(_input(s, report))
         elif isinstance(s, NodeDecl):
-            nodes += _node(s, scope, report)
+            nodes += _node(s, scope, report, budget)
             size = scope.sizes.get(s.name.text)
             if size is not None:
                 plates.append(
@@ -110,17 +139,22 @@ def _component(decl: ComponentDecl, scope: Scope, report: Report) -> ir.Componen
                 "after the path, a component takes calls such as lora(r=8) or key=value options",
                 extra.span,
             )
-    if spec is not None and spec.component_options is not None:
-        given = [(o.key.text, o.key.span) for o in call.options]
-        given += [(a.callee.text, a.callee.span) for a in call.args[1:] if isinstance(a, CallExpr)]
-        for key, span in given:
+    given = [(o.key.text, o.key.span, o.value.span) for o in call.options]
+    given += [(a.callee.text, a.callee.span, a.span) for a in call.args[1:] if isinstance(a, CallExpr)]
+    for key, key_span, value_span in given:
+        if key in FORBIDDEN:
+            report.error(
+                "remote-code",
+                f"a .cmp file cannot turn on {key}: it would run Python code from the model's folder; "
+                f"the caller may, with compound.load(..., {key}=True) or --{key.replace('_', '-')}",
+                key_span,
+            )
+        elif spec is not None and spec.component_options is not None:
             if key not in spec.component_options:
-                known = ", ".join(sorted(spec.component_options))
-                report.error(
-                    "unknown-option",
-                    f"a {name} component has no option '{key}' (options: {known})",
-                    span,
-                )
+                message = unknown_option(f"a {name} component", key, spec.component_options)
+                report.error("unknown-option", message, key_span)
+            elif wrong := option_error(key, spec.component_options[key], options.get(key)):
+                report.error("option-type", wrong, value_span)
     if report.failed or not isinstance(path, str):
         return None
     return ir.Component(name=decl.name.text, kind=name, path=path, options=options, span=decl.span)
@@ -166,7 +200,7 @@ def _input(decl: InputDecl, report: Report) -> ir.InputNode:
 # ---------------------------------------------------------------- generated nodes
 
 
-def _node(decl: NodeDecl, scope: Scope, report: Report) -> list[ir.Node]:
+def _node(decl: NodeDecl, scope: Scope, report: Report, budget: _Budget) -> list[ir.Node]:
     name = decl.name.text
     if scope.decls.get(name) is not decl:  # a duplicate, already reported
         return []
@@ -181,8 +215,13 @@ def _node(decl: NodeDecl, scope: Scope, report: Report) -> list[ir.Node]:
         check_call(decl, callee, resolved, options, type_, report)
     template = options.get("template")
     if isinstance(template, str):
-        check_template(decl, template, resolved, report)
+        check_template(decl, template, resolved, report, budget.limits.template_fields)
     if report.failed:
+        return []
+    links = sum(1 if b.mode == "matching" else len(b.nodes) for b in resolved)
+    passed = budget.spend(size or 1, (size or 1) * links)
+    if passed is not None:
+        report.error("too-big", f"'{name}' takes the program past {passed}", decl.span)
         return []
     members = [None] if size is None else list(range(size))
     return [
@@ -230,7 +269,7 @@ def _callee(decl: NodeDecl, scope: Scope, report: Report) -> Callee | None:
         spec = kind(target.call.callee.text)
         if spec is None:
             return None
-        allowed = None if spec.node_options is None else NODE_OPTIONS | spec.node_options
+        allowed = None if spec.node_options is None else {**dict.fromkeys(NODE_OPTIONS), **spec.node_options}
         return Callee(name.text, f"{name.text} ({spec.name})", spec.signature, allowed)
     if target is None and name.text in FUNCTIONS:
         if decl.sampled:
@@ -248,7 +287,8 @@ def _callee(decl: NodeDecl, scope: Scope, report: Report) -> Callee | None:
             "not-callable", f"'{name.text}' is {describe(target)}, not a component or function", name.span
         )
     else:
-        candidates = [n for n, d in scope.decls.items() if isinstance(d, ComponentDecl)] + list(FUNCTIONS)
+        components = (n for n, d in scope.decls.items() if isinstance(d, ComponentDecl))
+        candidates = itertools.chain(components, FUNCTIONS)
         known = f"functions: {', '.join(FUNCTIONS)}"
         report.unknown("unknown-name", "component or function", name.text, name.span, candidates, known)
     return None

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from compound.diagnostics import error
-from compound.io import atomic_folder, atomic_write, read_jsonl, write_json
+from compound.io import atomic_folder, atomic_write, damaged, read_jsonl, write_checksums, write_json
 from compound.system import CompiledSystem
 
 RUN_FILE = "compound.json"
@@ -29,15 +29,39 @@ STATE = "state.json"
 
 
 class Checkpointer:
-    """Saves and restores a run's state in its folder, the main process writing what all share."""
+    """Saves and restores a run's state in its folder, the main process writing what all share.
+
+    Each checkpoint carries a checksum of every file and whether its weights were finite: `--resume`
+    takes the newest checkpoint that is intact, saying which newer ones it passed over and why, and
+    rotation never deletes the newest good one.
+    """
 
     def __init__(self, out: Path, keep: int, accelerator: Any):
         self.out, self.keep, self.acc = out, keep, accelerator
         self.root = out / "checkpoints"
 
-    def latest(self) -> Path | None:
-        found = sorted(self.root.glob("step-*"))
-        return found[-1] if found else None
+    def checkpoints(self) -> list[Path]:
+        """Every checkpoint folder, oldest first."""
+        return sorted(self.root.glob("step-*"))
+
+    def problem(self, checkpoint: Path) -> str | None:
+        """Why a checkpoint cannot be resumed from (damaged, or its weights not finite); None if it can."""
+        damage = damaged(checkpoint)
+        if damage is not None:
+            return damage
+        try:
+            state = json.loads((checkpoint / STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return f"its {STATE} is unreadable"
+        if not isinstance(state, dict) or not {"step", "skipped", "bad_in_a_row", "data"} <= set(state):
+            return f"its {STATE} lacks the run's state"
+        if not state.get("finite", True):
+            return "its weights are not finite"
+        return None
+
+    def latest_good(self) -> Path | None:
+        """The newest checkpoint that is intact and finite."""
+        return next((c for c in reversed(self.checkpoints()) if self.problem(c) is None), None)
 
     def save(
         self,
@@ -60,45 +84,66 @@ class Checkpointer:
             model.save_pretrained(tmp / "components", only=trained)
             for name, part in training.items():
                 torch.save(part.state_dict(), tmp / f"{name}.pt")
-            write_json(tmp / STATE, dict(state))
+            finite = all(
+                bool(torch.isfinite(t).all())
+                for name in trained
+                for t in model.backend(name).parameters()
+                if t.requires_grad
+            )
+            write_json(tmp / STATE, {**state, "finite": finite})
         acc.wait_for_everyone()
         if not done:
             write_json(tmp / f"candidates-{acc.process_index}.json", dict(candidates))
         acc.wait_for_everyone()
         if acc.is_main_process and not done:
+            write_checksums(tmp)
             tmp.rename(final)
-            for old in sorted(self.root.glob("step-*"))[: -self.keep]:
-                shutil.rmtree(old)
+            self._rotate()
         acc.wait_for_everyone()
         return final
 
+    def _rotate(self) -> None:
+        """Keep the newest `keep` checkpoints, and the newest good one whatever its age."""
+        good = self.latest_good()
+        for old in self.checkpoints()[: -self.keep]:
+            if old != good:
+                shutil.rmtree(old)
+
     def restore(
         self, model: CompiledSystem, trained: Sequence[str], training: Mapping[str, Any], data: str
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Load the latest checkpoint into the model and `training`; its state and this process's
-        candidates. `data` is the fingerprint of the run's data, which must be the checkpoint's."""
-        latest = self.latest()
-        if latest is None:
-            raise error("config", f"--resume: no checkpoint in {self.root}")
-        state = json.loads((latest / STATE).read_text())
+    ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        """Load the newest intact checkpoint into the model and `training`: its state, this process's
+        candidates, and what was passed over (newer checkpoints that are damaged, and why). `data` is
+        the fingerprint of the run's data, which must be the checkpoint's."""
+        passed = []
+        for checkpoint in reversed(self.checkpoints()):
+            problem = self.problem(checkpoint)
+            if problem is None:
+                break
+            passed.append(f"{checkpoint.name}: {problem}")
+        else:
+            found = f"; none is intact ({'; '.join(passed)})" if passed else ""
+            raise error("config", f"--resume: no checkpoint to resume from in {self.root}{found}")
+        state = json.loads((checkpoint / STATE).read_text())
         if state["data"] != data:
-            raise error("config", f"--resume: {latest} was trained on other data")
+            raise error("config", f"--resume: {checkpoint} was trained on other data")
         for name in trained:
-            model.backend(name).load_weights(latest / "components" / name)
+            model.backend(name).load_weights(checkpoint / "components" / name)
         for name, part in training.items():
-            part.load_state_dict(torch.load(latest / f"{name}.pt", weights_only=True))
-        stored = latest / f"candidates-{self.acc.process_index}.json"
+            part.load_state_dict(torch.load(checkpoint / f"{name}.pt", weights_only=True))
+        stored = checkpoint / f"candidates-{self.acc.process_index}.json"
         candidates = json.loads(stored.read_text()) if stored.exists() else {}
-        return state, candidates
+        return state, candidates, passed
 
     def save_final(self, model: CompiledSystem, trained: Sequence[str], meta: Mapping[str, Any]) -> Path:
-        """RUN/final: each trained component's weights (or adapter), and what to load them into."""
+        """RUN/final: each trained component's weights (or adapter), what to load them into, checksums."""
         final = self.out / "final"
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             with atomic_folder(final) as tmp:
                 model.save_pretrained(tmp, only=trained)
                 write_json(tmp / RUN_FILE, dict(meta))
+                write_checksums(tmp)
         self.acc.wait_for_everyone()
         return final
 

@@ -40,6 +40,11 @@ class TrainConfig(BaseModel):
     log_every: int = Field(1, ge=1)
     eval_every: int = Field(0, ge=0)
     nan_patience: int = Field(5, ge=1, description="stop after this many non-finite steps in a row")
+    rollback: bool = Field(
+        True,
+        description="undo an update that makes a weight non-finite (keeps a copy of the trained weights and "
+        "optimizer state during the step; turn off for full fine-tunes too large for it)",
+    )
     candidates: int = Field(4, ge=1, description="SysDPO-Sampling: candidates per left-out intermediate")
     candidate_strategy: Literal["beam", "sample"] = "beam"
     refresh_every: int = Field(

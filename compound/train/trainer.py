@@ -11,9 +11,11 @@ loadable with `compound.load(SYSTEM, weights=RUN/final)`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -24,7 +26,7 @@ import torch
 
 from compound.data import Pair, Preferences, load_preferences
 from compound.devices import accelerated
-from compound.diagnostics import error
+from compound.diagnostics import error, suggest
 from compound.io import write_json
 from compound.loader import load
 from compound.loss import sysdpo_loss
@@ -59,6 +61,7 @@ class Trainer:
         out: str | Path,
         config: TrainConfig | Mapping[str, Any] | None = None,
         eval_data: str | Path | None = None,
+        trust_remote_code: bool = False,
         **overrides: Any,
     ):
         from accelerate import Accelerator
@@ -76,8 +79,23 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
         )
         options = {name: {"lora": spec} for name, spec in cfg.lora.items()}
-        self.system = load(self.system_path, reference=cfg.reference, options=options)
+        self.system = load(
+            self.system_path, reference=cfg.reference, options=options, trust_remote_code=trust_remote_code
+        )
         names = list(self.system.components)
+        nodes = {f.node for f in self.system.system.factors}
+        for node in cfg.node_weights:
+            if node not in nodes:
+                hint = suggest(node, nodes)
+                raise error(
+                    "config",
+                    f"node_weights names '{node}', which is no sampled node of {self.system_path}"
+                    + (
+                        f"; did you mean '{hint}'?"
+                        if hint
+                        else f" (sampled nodes: {', '.join(sorted(nodes))})"
+                    ),
+                )
         unknown = (set(cfg.train or []) | set(cfg.learning_rates) | set(cfg.lora)) - set(names)
         if unknown:
             raise error(
@@ -200,7 +218,9 @@ class Trainer:
         )
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over a global batch; a non-finite loss or gradient skips it."""
+        """One optimizer step over a global batch. A non-finite loss or gradient skips it; an update
+        that makes a trained weight non-finite is rolled back (weights and optimizer state) and counted
+        the same."""
         cfg, acc = self.config, self.accelerator
         started = time.perf_counter()
         torch.manual_seed(self.schedule.step_seed(self.step))  # dropout and the like
@@ -220,13 +240,17 @@ class Trainer:
         norms = {g["name"]: _norm(g["params"]) for g in groups}
         rates = {g["name"]: g["lr"] for g in groups}  # this step's, before the schedule moves
         finite &= all(math.isfinite(v) for v in norms.values())
-        finite = bool(
-            acc.reduce(torch.tensor(float(finite), device=acc.device), reduction="sum") == self.schedule.world
-        )
+        finite = self._everywhere(finite)
         if finite:
+            params = [p for g in groups for p in g["params"]]
             if cfg.max_grad_norm:
-                acc.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
+                acc.clip_grad_norm_(params, cfg.max_grad_norm)
+            before = _Snapshot(params, self.optimizer) if cfg.rollback else None
             self.optimizer.step()
+            finite = self._everywhere(all(bool(torch.isfinite(p).all()) for p in params))
+            if not finite and before is not None:
+                before.restore()
+        if finite:
             self.scheduler.step()
             self.bad_in_a_row = 0
         else:
@@ -241,6 +265,13 @@ class Trainer:
         metrics["skipped"] = float(not finite)
         self.step += 1
         return metrics
+
+    def _everywhere(self, ok: bool) -> bool:
+        """Whether `ok` holds on every process."""
+        acc = self.accelerator
+        return bool(
+            acc.reduce(torch.tensor(float(ok), device=acc.device), reduction="sum") == self.schedule.world
+        )
 
     def _metrics(self, outs: Sequence[LogRatio]) -> dict[str, float]:
         """This step's metrics over the global batch: every process's log ratios gathered."""
@@ -295,7 +326,7 @@ class Trainer:
                 progress.update(self.step, f"loss {last['loss']:.4f}  acc {last['rewards/accuracy']:.2f}")
                 if self.bad_in_a_row >= cfg.nan_patience:
                     acc.end_training()
-                    good = self.checkpoints.latest()
+                    good = self.checkpoints.latest_good()
                     raise TrainingError(
                         f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (up to step "
                         f"{self.step}); stopping. The last good checkpoint is "
@@ -342,9 +373,11 @@ class Trainer:
 
     def _restore(self) -> None:
         model = self.accelerator.unwrap_model(self.model)
-        state, candidates = self.checkpoints.restore(
+        state, candidates, passed = self.checkpoints.restore(
             model, self.trained, self._training_state(), self.data.fingerprint()
         )
+        for problem in passed:
+            print(f"--resume: passing over checkpoint {problem}", file=sys.stderr, flush=True)
         self.step, self.skipped, self.bad_in_a_row = state["step"], state["skipped"], state["bad_in_a_row"]
         self.candidates.restore(candidates)
         if self.accelerator.is_main_process:
@@ -359,6 +392,22 @@ class Trainer:
             "step": self.step,
         }
         return self.checkpoints.save_final(self.accelerator.unwrap_model(self.model), self.trained, meta)
+
+
+class _Snapshot:
+    """Trained weights and optimizer state before an update, to put back if the update is not finite."""
+
+    def __init__(self, params: Sequence[torch.Tensor], optimizer: Any):
+        self.params = params
+        self.values = [p.detach().clone() for p in params]
+        self.optimizer = optimizer
+        self.state = copy.deepcopy(optimizer.state_dict())
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, value in zip(self.params, self.values, strict=True):
+                p.copy_(value)
+        self.optimizer.load_state_dict(self.state)
 
 
 def _norm(params: Sequence[torch.Tensor]) -> float:
