@@ -217,7 +217,7 @@ BUILTIN: dict[str, Kind] = {
             "max_length": _range(1, 100_000_000),
             "gguf_file": TEXT,
             "chat": FLAG,
-            "system": TEXT,
+            "system_prompt": TEXT,
         },
         node_options=_LM_SAMPLING,
         sampling=frozenset(_LM_SAMPLING),

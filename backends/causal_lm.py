@@ -1,19 +1,27 @@
 """`causal_lm`: a transformers causal LM, scored exactly.
 
 A node's score is log p(text | prompt), summed over the completion's tokens,
-with TRL's `DPOTrainer` conventions: the EOS token is appended to the
-completion, prompt and prompt+completion are tokenized, and the completion is
-what follows their common prefix (the two usually agree; where a token merges
-across the boundary, the merged token belongs to the completion). So for a
-single-LLM system, `log_ratio` gives TRL's `logps/chosen` and `logps/rejected`.
+with TRL's `DPOTrainer` conventions: prompt and prompt+completion are
+tokenized, and the completion is what follows their common prefix (where a
+token merges across the boundary, the merged token belongs to the completion).
+As plain text, the EOS token is appended to the completion; with `chat=true`
+the conversation is tokenized by the tokenizer's chat template itself
+(`apply_chat_template(tokenize=True)`: one BOS, however the template and the
+tokenizer each add one), the node's value as the assistant's turn, so the
+completion ends with the template's own end of turn (`<|eot_id|>`,
+`<end_of_turn>`, `<|end|>`, ...) and generation stops there. So for a
+single-LLM system, `log_ratio` gives TRL's `logps/chosen` and `logps/rejected`,
+for plain and for conversational rows.
 
 Component options: `lora(r=, alpha=, dropout=, target_modules=)`, `reference=`,
 `batch_size=` (sequences per forward pass), `dtype=` ("float32", "bfloat16",
 "float16"), `max_length=` (tokens per sequence; default: the model's context
-length), `trust_remote_code=` (off unless asked), `gguf_file=` (load a GGUF
-file in the component's folder: transformers dequantizes it), `chat=true`
-(render each node's prompt as the user turn of the tokenizer's chat template,
-after an optional `system=` message). A sequence longer than
+length), `gguf_file=` (load a GGUF file in the component's folder: transformers
+dequantizes it), `chat=true` (render each node's prompt as the user turn of the
+tokenizer's chat template, after an optional `system_prompt=` message; a
+template's refusal, such as Gemma's "System role not supported", is an error
+naming the component). A tokenizer without a pad token pads with EOS (in
+memory; the folder is not changed). A sequence longer than
 `max_length` loses the start of its prompt, never its completion (the score
 always covers the whole node value); generation keeps the prompt's last
 `max_length - max_new_tokens` tokens.
@@ -72,24 +80,63 @@ class CausalLM(Backend):
         self.tokenizer = tokenizer
         if tokenizer.eos_token is None:
             raise self.error("its tokenizer has no EOS token; completions end with EOS, so set one")
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if tokenizer.pad_token is None:  # Llama, Mistral: pad (masked out) with EOS, as TRL does
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_id = tokenizer.pad_token_id
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.max_length = int_option(component, component.options, "max_length", int(context or 1_000_000))
         self.chat = bool(component.options.get("chat", False))
-        self.system_prompt = component.options.get("system")
+        self.system_prompt = component.options.get("system_prompt")
         if self.chat and not getattr(tokenizer, "chat_template", None):
             raise self.error("chat=true, but its tokenizer has no chat template")
+        #: Generation stops at EOS, and with `chat=true` at the template's end of turn.
+        self.stop = self._end_of_turn() if self.chat else int(tokenizer.eos_token_id)
         self._tokens = lru_cache(maxsize=65536)(self._tokenize)
+
+    def _messages(self, condition: str, answer: str | None = None) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": str(self.system_prompt)}] if self.system_prompt else []
+        turns = [*system, {"role": "user", "content": condition}]
+        return [*turns, {"role": "assistant", "content": answer}] if answer is not None else turns
+
+    def _template(self, messages: list[dict[str, str]], tokenize: bool, generation: bool) -> Any:
+        """The chat template applied; its own refusals (a role it does not support) name the component."""
+        from jinja2 import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=tokenize, add_generation_prompt=generation, return_dict=False
+            )
+        except TemplateError as e:
+            raise self.error(f"its chat template refused the conversation: {e}") from None
+
+    def _end_of_turn(self) -> int:
+        """The token that ends an assistant's turn in the chat template (what follows the answer in a
+        conversation that goes on), so that generation stops where the template ends a turn."""
+        sentinel = "\u2063ANSWER\u2063"
+        last = self._template(self._messages("x", sentinel), tokenize=False, generation=False)
+        going_on = self._template(
+            [*self._messages("x", sentinel), {"role": "user", "content": "y"}],
+            tokenize=False,
+            generation=False,
+        )
+        after = last.split(sentinel, 1)[-1]
+        later = going_on.split(sentinel, 1)[-1]
+        shared = after[
+            : next((k for k, (a, b) in enumerate(zip(after, later, strict=False)) if a != b), len(after))
+        ]
+        special = set(self.tokenizer.all_special_ids) | set(
+            getattr(self.tokenizer, "added_tokens_decoder", {})
+        )
+        ids = self.tokenizer(shared, add_special_tokens=False)["input_ids"]
+        return next((i for i in ids if i in special), int(self.tokenizer.eos_token_id))
 
     def prompt(self, condition: str) -> str:
         """A node's rendered template, as the user's turn of the tokenizer's chat template with `chat=true`
-        (after the component's `system=` message, if any), ready for the assistant's answer."""
+        (after the component's `system_prompt=` message, if any), ready for the assistant's answer."""
         if not self.chat:
             return condition
-        system = [{"role": "system", "content": str(self.system_prompt)}] if self.system_prompt else []
-        return self.tokenizer.apply_chat_template(
-            [*system, {"role": "user", "content": condition}], tokenize=False, add_generation_prompt=True
-        )
+        rendered: str = self._template(self._messages(condition), tokenize=False, generation=True)
+        return rendered
 
     @classmethod
     def load(
@@ -127,9 +174,13 @@ class CausalLM(Backend):
     # ------------------------------------------------------------ scoring
 
     def _tokenize(self, condition: str, text: str) -> Tokens:
-        prompt = self.prompt(condition)
-        prompt_ids = self.tokenizer(prompt)["input_ids"]
-        full = self.tokenizer(prompt + text + self.tokenizer.eos_token)["input_ids"]
+        if self.chat:
+            prompt_ids = list(self._template(self._messages(condition), tokenize=True, generation=True))
+            full = list(self._template(self._messages(condition, text), tokenize=True, generation=False))
+        else:
+            prompt = self.prompt(condition)
+            prompt_ids = self.tokenizer(prompt)["input_ids"]
+            full = self.tokenizer(prompt + text + self.tokenizer.eos_token)["input_ids"]
         shared = 0
         while shared < min(len(prompt_ids), len(full)) and prompt_ids[shared] == full[shared]:
             shared += 1
@@ -213,6 +264,7 @@ class CausalLM(Backend):
                     padding=True,
                     truncation=True,
                     max_length=room,
+                    add_special_tokens=not self.chat,  # a rendered chat template holds its own BOS
                 ).to(device)
                 if constraint is not None:
                     constraint.start = batch["input_ids"].shape[1]
@@ -225,7 +277,8 @@ class CausalLM(Backend):
                     torch.manual_seed(seed)
                     lm: Any = self.model
                     try:
-                        generated = lm.generate(**batch, pad_token_id=self.pad_id, **settings)
+                        stop = {"eos_token_id": [self.tokenizer.eos_token_id, self.stop]} if self.chat else {}
+                        generated = lm.generate(**batch, pad_token_id=self.pad_id, **(stop | settings))
                     except PatternTooSlow as e:
                         raise self.error(str(e)) from None
                 new = generated[:, batch["input_ids"].shape[1] :]
@@ -251,7 +304,7 @@ class CausalLM(Backend):
                 prompt,
                 2
                 * k,  # distinct token sequences can spell the same text: search wider, keep k distinct texts
-                self.tokenizer.eos_token_id,
+                self.stop,
                 diversity=float(options.get("diversity", 0.5)),
                 max_new_tokens=int(options.get("max_new_tokens", 64)),
                 constraint=self._constraint(options),

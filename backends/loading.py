@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def lora(model: nn.Module, component: ir.Component, targets: Sequence[str] | Non
         )
     rank = int_option(component, options, "r", 8)
     conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 style transposed linears
+    if _names(options.get("target_modules")) is None and not targets:
+        targets = _attention_projections(model, component)
     config = LoraConfig(
         fan_in_fan_out=conv1d,
         r=rank,
@@ -89,6 +92,34 @@ def lora(model: nn.Module, component: ir.Component, targets: Sequence[str] | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(hashlib.sha256(component.name.encode()).hexdigest()[:8], 16))
         return get_peft_model(model, config)
+
+
+def _attention_projections(model: nn.Module, component: ir.Component) -> list[str] | None:
+    """LoRA targets for a model type PEFT has no default for (Phi-3, Qwen-MoE, ...): the linear layers of
+    its attention blocks, by name, said aloud; None when PEFT knows the type."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind is None or kind in DEFAULTS:
+        return None
+    names = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if ("attn" in name or "attention" in name)
+            and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D")
+        }
+    )
+    if not names:
+        raise component_error(
+            component, f'PEFT has no default LoRA targets for {kind}: give lora(target_modules="...")'
+        )
+    print(
+        f"component '{component.name}': PEFT has no default LoRA targets for {kind}; "
+        f"adapting its attention projections {', '.join(names)}",
+        file=sys.stderr,
+    )
+    return names
 
 
 def _names(value: ir.Value | None) -> list[str] | None:

@@ -102,7 +102,7 @@ def bench_storyboard(
     writer, painter = system.backend("writer"), system.backend("painter")
     lm, lm_ref = writer.model, writer._reference_copy[0]
     unet, unet_ref = painter.model, painter._reference_copy[0]
-    tok, sched = writer.tokenizer, painter.scheduler
+    tok, sched = writer.tokenizer, painter.process.scheduler
 
     # The hand-written loop's inputs, prepared once: token ids, masks, caption states, image tensors, draws.
     def tokens(prompt: str, text: str) -> tuple[list[int], int]:
@@ -119,8 +119,15 @@ def bench_storyboard(
     for k, (s, start) in enumerate(seqs):
         ids[k, : len(s)], mask[k, : len(s)], comp[k, start : len(s)] = torch.tensor(s), 1, True
     captions = [line for rows in (chosen, rejected) for r in rows for line in r["plan"].split("\n")]
-    hidden = torch.stack([painter._encode(c) for c in captions])
-    x0 = torch.stack([painter.pixels(img) for rows in (chosen, rejected) for r in rows for img in r["image"]])
+    hidden = torch.stack([painter.family.caption(c).states for c in captions])
+    x0 = torch.stack(
+        [
+            painter.family.pixels(img, unet)[0]
+            for rows in (chosen, rejected)
+            for r in rows
+            for img in r["image"]
+        ]
+    )
     g = torch.Generator().manual_seed(0)
     t = torch.randint(0, painter.T, (batch * 3,), generator=g).repeat(2)
     noise = torch.randn((batch * 3, 1, 16, 16), generator=g).repeat(2, 1, 1, 1)

@@ -229,8 +229,19 @@ class _Reader:
         broken = False
         line_start = True  # the next token is the first on its line
         last_began_line = False  # chunk[-1] was the first token on its line
-        for token in _parser().lex(self.text):
+        tokens = list(_parser().lex(self.text))
+        for position, token in enumerate(tokens):
             kind = token.type
+            if opened and kind in _STATEMENT_KEYWORDS and _next_is(tokens, position, "EQUAL"):
+                if not broken:
+                    hint = (
+                        '; a chat\'s system message is system_prompt="..."' if token.value == "system" else ""
+                    )
+                    self.error(
+                        "syntax", f"'{token.value}' is a keyword, so it cannot name an option{hint}", token
+                    )
+                broken = True
+                continue
             if kind == "NEWLINE":
                 line_start = True
                 if not opened:
@@ -315,6 +326,11 @@ class _Reader:
 def _span(file: str, at: Meta | Token) -> Span:
     """Where a token or a rule's match stands in `file`."""
     return Span(file=file, line=at.line, column=at.column, end_line=at.end_line, end_column=at.end_column)
+
+
+def _next_is(tokens: list[Token], position: int, kind: str) -> bool:
+    """Whether the token after `position` is of `kind`."""
+    return position + 1 < len(tokens) and tokens[position + 1].type == kind
 
 
 def _describe(token: Token) -> str:

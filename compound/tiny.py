@@ -194,3 +194,152 @@ def tiny_models(cmp_file: str | Path, corpus: Iterable[str] = CORPUS, seed: int 
     builders: dict[str, Callable[..., Path]] = {"causal_lm": tiny_causal_lm, "diffusion": tiny_diffusion}
     for k, component in enumerate(system.components):
         builders[component.kind](cmp_file.parent / component.path, corpus, seed=seed + k)
+
+
+def clip_tokenizer(pad: str = "<|endoftext|>", max_length: int = 77) -> Any:
+    """A character-level CLIP tokenizer built in process: CLIP's byte alphabet (each byte alone and as a
+    word end), its two special tokens, no merges; any text encodes. `pad`: SDXL's second tokenizer pads
+    with "!"."""
+    from transformers import CLIPTokenizer
+
+    alphabet = _bytes_to_unicode()
+    vocab = {c: k for k, c in enumerate(alphabet)}
+    vocab |= {c + "</w>": len(alphabet) + k for k, c in enumerate(alphabet)}
+    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+    return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad, model_max_length=max_length)
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's and CLIP's printable stand-ins for the 256 bytes."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+def _clip(tokenizer: Any, width: int, projection: int | None = None, layers: int = 2) -> Any:
+    """A CLIP text encoder (with a projection, as SDXL's second one, when `projection` is given)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=projection or width,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=1,
+    )
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def _vae(size: int) -> Any:
+    """A tiny AutoencoderKL: 8x downsampling (four blocks), four latent channels, SDXL's scaling."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=size,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+
+
+def tiny_sd(path: str | Path, *, size: int = 32, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+    """Save a tiny Stable Diffusion 1.x-class pipeline (`StableDiffusionPipeline.save_pretrained`): a
+    UNet2DConditionModel over a VAE's latents, one CLIP text encoder, a PNDM scheduler as SD 1.5 ships."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    path = Path(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = clip_tokenizer()
+        unet = UNet2DConditionModel(
+            sample_size=size // 8,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=32,
+        )
+        scheduler = PNDMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            skip_prk_steps=True,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            prediction_type=prediction_type,
+        )
+        pipeline: Any = StableDiffusionPipeline(
+            vae=_vae(size),
+            text_encoder=_clip(tokenizer, 32),
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def tiny_sdxl(path: str | Path, *, size: int = 32, seed: int = 0) -> Path:
+    """Save a tiny SDXL pipeline (`StableDiffusionXLPipeline.save_pretrained`): two CLIP text encoders of
+    different widths (the second with a projection), a UNet with SDXL's text-time micro-conditioning, a
+    VAE, and SDXL's Euler scheduler."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    path = Path(path)
+    first, second, projection, time_dim = 32, 48, 40, 8
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad="!")
+        unet = UNet2DConditionModel(
+            sample_size=size // 8,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            cross_attention_dim=first + second,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=time_dim,
+            projection_class_embeddings_input_dim=projection + 6 * time_dim,
+            norm_num_groups=32,
+        )
+        scheduler = EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            timestep_spacing="leading",
+            steps_offset=1,
+        )
+        pipeline: Any = StableDiffusionXLPipeline(
+            vae=_vae(size),
+            text_encoder=_clip(tokenizer, first),
+            text_encoder_2=_clip(tokenizer, second, projection),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=scheduler,
+            force_zeros_for_empty_prompt=True,
+            add_watermarker=False,
+        )
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path

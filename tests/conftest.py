@@ -59,6 +59,19 @@ def write_system(tmp_path):
     return write
 
 
+def pipeline_parts(folder):
+    """A diffusion folder's tokenizer, text encoder and training scheduler, loaded apart from compound (as
+    diffusers' training scripts load them: a DDPMScheduler from the folder's scheduler config)."""
+    from diffusers import DDPMScheduler
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    return (
+        AutoTokenizer.from_pretrained(folder / "tokenizer"),
+        CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        DDPMScheduler.from_pretrained(folder / "scheduler"),
+    )
+
+
 def perturb(module, scale: float = 0.05, seed: int = 0, only: str | None = None) -> None:
     """Move trainable weights deterministically, so that the policy differs from its reference."""
     import torch

@@ -22,7 +22,12 @@ STAGES = [
     {"compound.compiler", "compound", "compound.viz"},
     {"compound.values"},
     {"compound.backends.base", "compound.backends.decoding", "compound.backends.denoiser"},
-    {"compound.backends.loading"},
+    {
+        "compound.backends.loading",
+        "compound.backends.diffusion.process",
+        "compound.backends.diffusion.families",
+    },
+    {"compound.backends.diffusion.folder"},
     {"compound.backends.causal_lm", "compound.backends.diffusion"},
     {"compound.scoring", "compound.reference"},
     {"compound.estimators", "compound.estimators.direct"},

@@ -11,7 +11,7 @@ factor) from the caller's generator, then t and the noise from that seed.
 import numpy as np
 import pytest
 import torch
-from conftest import perturb
+from conftest import perturb, pipeline_parts
 from PIL import Image
 from torch.nn import functional as F
 
@@ -23,9 +23,9 @@ def images(seed: int, count: int) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode="L") for _ in range(count)]
 
 
-def diffusion_dpo_loss(backend, captions, chosen, rejected, seeds, beta_dpo):
+def diffusion_dpo_loss(folder, backend, captions, chosen, rejected, seeds, beta_dpo):
     """diffusers' Diffusion-DPO loss, written out independently of the backend's scoring code."""
-    tokenizer, encoder, scheduler = backend.tokenizer, backend.text_encoder, backend.scheduler
+    tokenizer, encoder, scheduler = pipeline_parts(folder)
     ids = tokenizer(
         captions, padding="max_length", max_length=16, truncation=True, return_tensors="pt"
     ).input_ids
@@ -72,6 +72,8 @@ def test_loss_equals_diffusion_dpo(tiny, write_system, folder):
     )
     ours = compound.sysdpo_loss(out, beta=beta)
     seeds = torch.randint(0, 2**62, (3, 1), generator=torch.Generator().manual_seed(7))[:, 0]
-    theirs = diffusion_dpo_loss(backend, captions, good, bad, seeds, beta_dpo=2 * beta * backend.T)
+    theirs = diffusion_dpo_loss(
+        tiny[folder], backend, captions, good, bad, seeds, beta_dpo=2 * beta * backend.T
+    )
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
     assert abs(ours.item() - np.log(2)) > 1e-4  # not the trivial value of an unmoved policy

@@ -59,7 +59,7 @@ def test_exported_diffusion_folder_gives_the_same_denoiser_outputs(trained, tiny
     base = UNet2DConditionModel.from_pretrained(tiny["unet"] / "unet")
     g = torch.Generator().manual_seed(0)
     x, t = torch.randn((2, 1, 16, 16), generator=g), torch.tensor([10, 500])
-    hidden = torch.stack([painter._encode("disc small"), painter._encode("disc large")])
+    hidden = torch.stack([painter.family.caption(c).states for c in ("disc small", "disc large")])
     with torch.no_grad():
         inside = painter.model(x, t, encoder_hidden_states=hidden).sample
         assert torch.allclose(unet(x, t, encoder_hidden_states=hidden).sample, inside, atol=1e-5)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, perturb
+from conftest import CORPUS, perturb, pipeline_parts
 from PIL import Image
 from transformers import AutoTokenizer
 
@@ -103,18 +103,17 @@ def storyboard(tiny, write_system, timesteps: int = 1):
     return system, chosen, rejected
 
 
-def denoising_mse(model, backend, caption, image, seed, k):
+def denoising_mse(model, folder, caption, image, seed, k):
     """Mean-pixel MSE averaged over k (t, noise) draws from `seed`, computed by hand."""
+    tokenizer, text_encoder, scheduler = pipeline_parts(folder)
     g = torch.Generator().manual_seed(seed)
-    t = torch.randint(0, backend.T, (k,), generator=g)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (k,), generator=g)
     noise = torch.randn((k, 1, 16, 16), generator=g)
-    ids = backend.tokenizer(
-        [caption], padding="max_length", max_length=16, truncation=True, return_tensors="pt"
-    )
-    hidden = backend.text_encoder(ids.input_ids)[0].expand(k, -1, -1)
+    ids = tokenizer([caption], padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+    hidden = text_encoder(ids.input_ids)[0].expand(k, -1, -1)
     x0 = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0)[None, None].expand(k, -1, -1, -1)
     with torch.no_grad():
-        pred = model(backend.scheduler.add_noise(x0, noise, t), t, hidden).sample
+        pred = model(scheduler.add_noise(x0, noise, t), t, hidden).sample
     return ((pred - noise) ** 2).mean().item()
 
 
@@ -133,10 +132,10 @@ def test_storyboard_equals_brute_force(tiny, write_system, timesteps):
             for j, scene in enumerate(row["plan"].split("\n")):
                 with painter.reference() as reference:
                     ref = denoising_mse(
-                        reference, painter, scene, row["image"][j], int(seeds[k, 1 + j]), timesteps
+                        reference, tiny["painter"], scene, row["image"][j], int(seeds[k, 1 + j]), timesteps
                     )
                 pol = denoising_mse(
-                    painter.model, painter, scene, row["image"][j], int(seeds[k, 1 + j]), timesteps
+                    painter.model, tiny["painter"], scene, row["image"][j], int(seeds[k, 1 + j]), timesteps
                 )
                 term = painter.T * (ref - pol)
                 assert out.per_node[f"image[{j}]"][side][k].item() == pytest.approx(term, rel=1e-4, abs=1e-3)
@@ -184,7 +183,7 @@ def test_gradients_reach_every_component(tiny, write_system):
     for name in ("writer", "painter"):
         grads = [p.grad for p in system.backend(name).model.parameters() if p.grad is not None]
         assert grads and sum(g.abs().sum().item() for g in grads) > 0
-    text_encoder = system.backend("painter").text_encoder
+    (text_encoder,) = system.backend("painter").family.encoders
     assert all(p.grad is None for p in text_encoder.parameters())
 
 

@@ -60,7 +60,7 @@ def system_and_rows(smollm2, tmp_path_factory):
     return compound.load(cmp), cmp, data, rows
 
 
-def test_log_probs_equal_transformers_own_with_the_chat_template(smollm2, system_and_rows):
+def test_log_probs_equal_trls_conversational_ones_with_the_chat_template(smollm2, system_and_rows):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     system, _, _, rows = system_and_rows
@@ -68,12 +68,16 @@ def test_log_probs_equal_transformers_own_with_the_chat_template(smollm2, system
     model = AutoModelForCausalLM.from_pretrained(smollm2, gguf_file=GGUF).eval()
 
     def logp(row: dict, side: str) -> float:
-        user = TEMPLATE.format(question=row["question"], answer=row["answer"])
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+        """TRL's conversational tokenization: prompt and prompt + answer through the chat template."""
+        prompt = [
+            {"role": "user", "content": TEMPLATE.format(question=row["question"], answer=row["answer"])}
+        ]
+        prompt_ids = tokenizer.apply_chat_template(
+            prompt, tokenize=True, add_generation_prompt=True, return_dict=False
         )
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        full = tokenizer(prompt + row[side] + tokenizer.eos_token)["input_ids"]
+        full = tokenizer.apply_chat_template(
+            [*prompt, {"role": "assistant", "content": row[side]}], tokenize=True, return_dict=False
+        )
         assert full[: len(prompt_ids)] == prompt_ids
         with torch.no_grad():
             logits = model(torch.tensor([full])).logits[0, :-1].log_softmax(-1)

@@ -1,0 +1,179 @@
+"""`diffusion`: a text-to-image diffusion model, scored by its ELBO surrogate.
+
+The folder is a diffusers pipeline folder: `model_index.json` naming the
+pipeline class (`StableDiffusionPipeline`, `StableDiffusionXLPipeline`, or
+compound's own small `CompoundDiffusion` layout), a denoiser (`unet`), a
+scheduler, the text encoders and tokenizers of its family, and optionally a
+`vae` for latent models (`folder`, `families`). Classes are taken from
+diffusers, transformers and compound only; weights from safetensors only.
+
+Score of an image x given a caption c (docs/method.md, "Diffusion nodes"; Diffusion-DPO):
+
+    score(x | c) = -T * mean_k mean_latent || target_k - model(x_t_k, t_k, c) ||^2
+
+with T the number of training timesteps, K = `timesteps=` draws of (t, noise)
+per image (default 1), x_t and the target (noise, velocity or the clean latent,
+by the model's prediction type) from the process the model was trained on
+(`process`), whatever scheduler the folder ships for sampling. A node's log
+ratio, policy minus reference, is T * (l_ref - l_theta). The K draws come from
+one seed per (row, node): the chosen and the rejected image of a pair, and the
+policy and the reference, see the same t and noise. In Diffusion-DPO's
+notation the SysDPO loss of a pair is
+-logsigmoid(-0.5 * beta_dpo * (model_diff - ref_diff)) with beta_dpo = 2 * beta * T.
+
+Only the denoiser trains (with LoRA if `lora(...)` is given); the text encoders
+and the VAE stay frozen, so captions and images are encoded once.
+
+Component options: `lora(...)`, `reference=`, `batch_size=` (images per forward
+pass), `timesteps=` (K), `steps=` (denoising steps when sampling), `guidance_scale=`
+(classifier-free guidance when sampling; the pipeline's default unless given,
+none for compound's own layout), `dtype=`. A node may override them for itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from compound import ir
+from compound.backends import BUILTIN
+from compound.backends.base import Backend, int_option, load_failed
+from compound.backends.diffusion.families import FAMILIES, Caption, Family, to_image
+from compound.backends.diffusion.folder import WEIGHTS, family_of, load_parts, read_index
+from compound.backends.diffusion.process import DDPM, Draws
+from compound.backends.loading import dtype_option, lora, resolve, safetensors_only
+
+__all__ = ["Diffusion", "to_image"]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One image to score: its caption's conditioning, its clean latent, what its geometry adds, and K."""
+
+    caption: Caption
+    clean: torch.Tensor
+    extra: torch.Tensor | None
+    timesteps: int
+
+
+class Diffusion(Backend):
+    spec = BUILTIN["diffusion"]
+    lora_targets = ("conv1", "conv2", "film", "to_q", "to_k", "to_v", "to_out.0")
+
+    def __init__(
+        self,
+        component: ir.Component,
+        model: nn.Module,
+        family: Family,
+        process: DDPM,
+        reference: str | None = None,
+    ):
+        super().__init__(component, model, reference)
+        self.family = family
+        self.process = process
+        self.T = process.scale
+        self.timesteps = int_option(component, component.options, "timesteps", 1)
+        self._captions = lru_cache(maxsize=4096)(family.caption)
+        self._draws = lru_cache(maxsize=1024)(process.draw)  # a pair's two images ask for the same draws
+
+    @classmethod
+    def load(
+        cls,
+        component: ir.Component,
+        root: Path,
+        reference: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> Diffusion:
+        source = Path(resolve(component, root))
+        for part in WEIGHTS:
+            safetensors_only(component, source / part)
+        try:
+            index = read_index(source)
+            family = FAMILIES[family_of(index)]
+            parts = load_parts(
+                source,
+                index,
+                ("unet", "scheduler", *family.parts),
+                family.optional,
+                dtype_option(component),
+                trust_remote_code,
+            )
+            process = DDPM(parts["scheduler"].config)
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise load_failed(
+                component,
+                str(source),
+                "a diffusion model compound can score (a diffusers pipeline folder)",
+                e,
+            ) from None
+        denoiser = parts.pop("unet")
+        model = lora(denoiser, component, cls.lora_targets)
+        backend = cls(component, model, family(parts, str(index["_class_name"]), index), process, reference)
+        backend.source = str(source)
+        return backend
+
+    def _denoiser(self) -> Any:
+        """The denoiser itself (inside its LoRA wrapper, if any), with its diffusers config."""
+        base = getattr(self.model, "get_base_model", None)
+        return base() if base is not None else self.model
+
+    # ------------------------------------------------------------ scoring
+
+    def prepare(self, condition: str, value: Any, options: Mapping[str, ir.Value]) -> Picture:
+        denoiser = self._denoiser()
+        pixels, geometry = self.family.pixels(value, denoiser)
+        extra = self.family.extra(geometry, self.family.resolution(denoiser))
+        k = int_option(self.component, options, "timesteps", self.timesteps)
+        return Picture(self._captions(condition), self.family.latents(pixels), extra, k)
+
+    def draws(self, seed: int, item: Picture) -> Draws:
+        return self._draws(seed, item.timesteps, tuple(item.clean.shape))
+
+    def _score(self, model: nn.Module, items: Sequence[Picture], draws: Sequence[Draws]) -> torch.Tensor:
+        device = next(model.parameters()).device
+        counts = [d.t.numel() for d in draws]
+        each = [(item, k) for item, k in zip(items, counts, strict=True) for _ in range(k)]
+        clean = torch.stack([item.clean for item, _ in each]).to(device)
+        t = torch.cat([d.t for d in draws]).to(device)
+        noise = torch.cat([d.noise for d in draws]).to(device)
+        noisy = self.process.noisy(clean, noise, t)
+        target = self.process.target(clean, noise, t)
+        predicted = self.family.denoise(
+            model, noisy, t, [item.caption for item, _ in each], [item.extra for item, _ in each]
+        )
+        mse = (predicted.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        sizes = torch.tensor(counts, device=device)
+        owner = torch.repeat_interleave(torch.arange(len(items), device=device), sizes)
+        per_item = (
+            torch.zeros(len(items), device=device).index_add(0, owner, mse) / sizes
+        )  # mean over K draws
+        return -self.T * per_item
+
+    # ------------------------------------------------------------ sampling and saving
+
+    def sample(
+        self, conditions: Sequence[str], generator: torch.Generator, **options: Any
+    ) -> list[Image.Image]:
+        """One image per caption, batch by batch (`steps`, `guidance_scale`: the node's, the component's
+        or the caller's, as `compound.sampling` merged them)."""
+        settings: dict[str, Any] = {k: options[k] for k in ("steps", "guidance_scale") if k in options}
+        images: list[Image.Image] = []
+        for start in range(0, len(conditions), self.batch_size):
+            batch = conditions[start : start + self.batch_size]
+            images += self.family.sample(self._denoiser(), batch, generator, settings)
+        return images
+
+    def export(self, path: Path, merge: bool = True) -> None:
+        """The pipeline folder it was loaded from, with the trained denoiser (or its adapter) as `unet`."""
+        shutil.copytree(self.source, path, ignore=shutil.ignore_patterns("unet"), dirs_exist_ok=True)
+        merged: Any = self.merged(merge)
+        merged.save_pretrained(path / "unet", safe_serialization=True)

@@ -1,0 +1,105 @@
+"""Chat LLMs as users bring them (Llama-3, Gemma, Mistral, Phi-3): scored as TRL tokenizes conversations
+(one BOS, the template's own end of turn), sampled without a pad token, their templates' errors named."""
+
+import pytest
+import torch
+from chat_models import FAMILIES, chat_lm
+
+import compound
+from compound.diagnostics import CompoundError
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chat")
+    return {family: chat_lm(root / family, family, seed=k) for k, family in enumerate(FAMILIES)}
+
+
+def single(tmp_path, folder, extra=""):
+    path = tmp_path / "chat.cmp"
+    path.write_text(
+        f'system s\ncomponent w = causal_lm("{folder}", chat=true{extra})\ninput q : text\n'
+        'a : text ~ w(q, template="Say hello to {q}.")\noutput a\n'
+    )
+    return path
+
+
+def trl_logp(folder, user: str, answer: str) -> tuple[float, list[int], list[int]]:
+    """TRL 1.16's conversational tokenization (prompt and prompt + answer through apply_chat_template,
+    the completion after their common prefix), scored with transformers directly."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    prompt = [{"role": "user", "content": user}]
+    prompt_ids = tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    full = tokenizer.apply_chat_template(
+        [*prompt, {"role": "assistant", "content": answer}], tokenize=True, return_dict=False
+    )
+    shared = next(k for k, (a, b) in enumerate(zip([*prompt_ids, None], full, strict=False)) if a != b)
+    with torch.no_grad():
+        logits = model(torch.tensor([full])).logits[0, :-1].log_softmax(-1)
+    logp = logits.gather(-1, torch.tensor(full[1:])[:, None])[shared - 1 :].sum().item()
+    return logp, full[:shared], full[shared:]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_chat_scores_are_trls_conversational_log_probs(models, tmp_path, family):
+    system = compound.load(single(tmp_path, models[family]))
+    backend = system.backend("w")
+    with torch.no_grad():
+        ours = system.scores([{"q": "Ann", "a": "Hi Ann"}], [{"q": "Ann", "a": "Go away"}], reference=False)
+    for side, answer in ((0, "Hi Ann"), (1, "Go away")):
+        expected, prompt, completion = trl_logp(models[family], "Say hello to Ann.", answer)
+        assert ours.policy["a"][side].item() == pytest.approx(expected, abs=1e-4)
+        tokens = backend.prepare("Say hello to Ann.", answer, {})
+        assert (list(tokens.prompt), list(tokens.completion)) == (prompt, completion)
+    tokenizer = backend.tokenizer
+    if tokenizer.bos_token_id is not None and family != "phi3":
+        assert list(tokens.prompt).count(tokenizer.bos_token_id) == 1  # not doubled
+    end = {"llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "mistral": "</s>", "phi3": "<|end|>"}[family]
+    assert tokenizer.convert_ids_to_tokens(backend.stop) == end
+    assert end in tokenizer.decode(list(tokens.completion))
+
+
+@pytest.mark.parametrize("family", ["llama3", "mistral"])
+def test_a_tokenizer_without_a_pad_token_samples(models, tmp_path, family):
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(models[family]).pad_token is None
+    system = compound.load(single(tmp_path, models[family]))
+    rows = system.sample(
+        [{"q": "Ann"}, {"q": "Bo"}], generator=torch.Generator().manual_seed(0), max_new_tokens=5
+    )
+    assert len(rows) == 2 and all(isinstance(r["a"], str) for r in rows)
+    assert AutoTokenizer.from_pretrained(models[family]).pad_token is None  # the folder is unchanged
+
+
+def test_a_templates_own_refusal_names_the_component(models, tmp_path):
+    with pytest.raises(
+        CompoundError, match=r"component 'w': its chat template refused the conversation: System role"
+    ):
+        compound.load(single(tmp_path, models["gemma"], ', system_prompt="Be brief."'))
+
+
+def test_lora_finds_targets_where_peft_has_no_default(models, tmp_path, capsys):
+    system = compound.load(single(tmp_path, models["phi3"], ", lora(r=4)"))
+    said = capsys.readouterr().err
+    assert (
+        "PEFT has no default LoRA targets for phi3; adapting its attention projections o_proj, qkv_proj"
+        in said
+    )
+    adapted = {n for n, _ in system.backend("w").model.named_parameters() if "lora_" in n}
+    assert any("qkv_proj" in n for n in adapted) and any("o_proj" in n for n in adapted)
+
+
+def test_system_is_a_keyword_with_a_clear_error():
+    with pytest.raises(
+        CompoundError, match=r"'system' is a keyword, so it cannot name an option; .*system_prompt="
+    ):
+        compound.compile_source(
+            'system s\ncomponent w = causal_lm("m", chat=true, system="Be brief.")\ninput q : text\n'
+            "a : text ~ w(q)\noutput a\n"
+        )
