@@ -200,12 +200,15 @@ _LORA = Option(
 )
 _LOADING: dict[str, Option] = {
     "lora": _LORA,
+    "gradient_checkpointing": FLAG,
     "reference": Option("text", choices=("copy", "adapter", "cached")),
     "batch_size": COUNT,
     "dtype": Option("text", choices=("float32", "bfloat16", "float16")),
 }
 #: Draws of (t, noise) per image in the diffusion surrogate.
 _TIMESTEPS = {"timesteps": _range(1, 1000)}
+#: The side of the images a diffusion model paints, and its T5 prompt length (SD3, Flux).
+_GEOMETRY = {"resolution": _range(8, 16_384), "max_sequence_length": _range(1, 4096)}
 
 BUILTIN: dict[str, Kind] = {
     "causal_lm": Kind(
@@ -226,7 +229,7 @@ BUILTIN: dict[str, Kind] = {
     "diffusion": Kind(
         "diffusion",
         Signature(("text",), "image"),
-        component_options={**_LOADING, **_DIFFUSION_SAMPLING, **_TIMESTEPS},
+        component_options={**_LOADING, **_DIFFUSION_SAMPLING, **_TIMESTEPS, **_GEOMETRY},
         node_options={**_DIFFUSION_SAMPLING, **_TIMESTEPS},
         sampling=frozenset(_DIFFUSION_SAMPLING),
         implementation="compound.backends.diffusion:Diffusion",

@@ -50,7 +50,7 @@ from compound import ir
 from compound.backends import BUILTIN
 from compound.backends.base import Backend, int_option, load_failed
 from compound.backends.decoding import PatternTooSlow, RegexConstraint, diverse_beams
-from compound.backends.loading import dtype_option, lora, resolve, safetensors_only
+from compound.backends.loading import checkpointing, dtype_option, lora, resolve, safetensors_only
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,7 @@ class CausalLM(Backend):
                 else "a transformers causal LM and its tokenizer"
             )
             raise load_failed(component, source, what, e) from None
+        checkpointing(model, component)
         model = lora(model, component, cls.lora_targets)
         backend = cls(component, model, tokenizer, reference)
         backend.source = source

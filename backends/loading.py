@@ -53,6 +53,36 @@ def safetensors_only(component: ir.Component, folder: Path) -> None:
         )
 
 
+def checkpointing(model: nn.Module, component: ir.Component) -> None:
+    """Turn on gradient checkpointing when the component asks (`gradient_checkpointing=true`): activations
+    recomputed in the backward pass instead of kept, for models whose activations do not fit.
+
+    transformers checkpoints a decoder layer only while it is in training mode, and compound scores in eval
+    mode (no dropout, as the reference scores); so those layers alone are marked as training, which
+    changes nothing they compute: their attention and dropout modules stay in eval mode."""
+    if component.options.get("gradient_checkpointing") is not True:
+        return
+    enable = next(
+        (
+            getattr(model, name)
+            for name in ("activation_checkpointing_enable", "enable_gradient_checkpointing")
+            if hasattr(model, name)
+        ),
+        None,
+    )
+    try:
+        if enable is None or not getattr(model, "supports_gradient_checkpointing", True):
+            raise ValueError(f"{type(model).__name__} has no gradient checkpointing")
+        enable()
+    except ValueError as e:
+        raise component_error(component, f"gradient_checkpointing=true: {e}") from None
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    for layer in model.modules():
+        if isinstance(layer, GradientCheckpointingLayer) and layer.gradient_checkpointing:
+            layer.training = True
+
+
 def dtype_option(component: ir.Component) -> torch.dtype:
     """The component's `dtype=` option as a torch dtype (float32 by default)."""
     name = str(component.options.get("dtype", "float32"))

@@ -121,12 +121,7 @@ def bench_storyboard(
     captions = [line for rows in (chosen, rejected) for r in rows for line in r["plan"].split("\n")]
     hidden = torch.stack([painter.family.caption(c).states for c in captions])
     x0 = torch.stack(
-        [
-            painter.family.pixels(img, unet)[0]
-            for rows in (chosen, rejected)
-            for r in rows
-            for img in r["image"]
-        ]
+        [painter.family.pixels(img)[0] for rows in (chosen, rejected) for r in rows for img in r["image"]]
     )
     g = torch.Generator().manual_seed(0)
     t = torch.randint(0, painter.T, (batch * 3,), generator=g).repeat(2)

@@ -2,9 +2,10 @@
 
 A causal LM becomes a transformers folder (`AutoModelForCausalLM.from_pretrained`);
 a diffusion component becomes its pipeline folder with the trained denoiser as
-`unet` (diffusers' `UNet2DConditionModel.from_pretrained(DIR/painter/unet)`).
-LoRA adapters are merged into the weights, or kept as PEFT adapters with
-`adapter=True` (`PeftModel.from_pretrained(base, DIR/writer)`).
+`unet` or `transformer` (`DiffusionPipeline.from_pretrained(DIR/painter)`).
+LoRA adapters are merged into the weights, or with `adapter=True` kept as
+adapters: PEFT's for an LLM (`PeftModel.from_pretrained(base, DIR/writer)`),
+diffusers' beside the base pipeline for a painter (`pipe.load_lora_weights(DIR/painter)`).
 """
 
 from __future__ import annotations

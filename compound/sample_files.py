@@ -44,7 +44,7 @@ def sample_inputs(
     state = PartialState(cpu=not accelerated())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load(system_path, weights=weights, trust_remote_code=trust_remote_code)
+    model = load(system_path, weights=weights, trust_remote_code=trust_remote_code).to(state.device)
     score = find_scorer(scorer[0], **scorer[1]) if scorer else None
     starts = list(range(0, len(inputs), batch))[state.process_index :: state.num_processes]
     found: list[saved.Sample] = []

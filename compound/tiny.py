@@ -3,14 +3,17 @@
 For tests, examples and experiments that must run anywhere: they load through
 the same `from_pretrained` path a user's checkpoint takes. A GPT-2 causal LM
 with a byte-level BPE tokenizer trained in process on a corpus of the caller's
-texts, and a diffusion folder (`model_index.json`, a denoiser, a DDPM
-scheduler, a CLIP text encoder and its tokenizer). No network is needed.
+texts, a diffusion folder of compound's own layout (`model_index.json`, a
+denoiser, a DDPM scheduler, a CLIP text encoder and its tokenizer), and tiny
+pipelines of diffusers' own classes saved by the pipeline's `save_pretrained`
+(SD, SDXL, SD3, Flux). No network is needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,14 @@ CORPUS = (
     "Question: what is two plus two? Answer: four",
     "0123456789 + = ; , . : ? !",
 )
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Initialize under `seed` without touching the caller's random state: the same seed, the same model."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def byte_tokenizer(
@@ -103,8 +114,7 @@ def tiny_causal_lm(
     """Save a freshly initialized GPT-2 (no dropout) and its tokenizer to `path`."""
     path = Path(path)
     tokenizer = byte_tokenizer(corpus, vocab_size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = gpt2(tokenizer, layers=layers, width=width, heads=heads, positions=positions)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -131,8 +141,7 @@ def tiny_diffusion(
 
     path = Path(path)
     tokenizer = byte_tokenizer(corpus, max_length=16)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         text_encoder = clip_text_encoder(tokenizer, width=width, positions=16)
         if denoiser == "tiny":
             model: Any = TinyDenoiser(
@@ -262,8 +271,7 @@ def tiny_sd(path: str | Path, *, size: int = 32, prediction_type: str = "epsilon
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     path = Path(path)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         tokenizer = clip_tokenizer()
         unet = UNet2DConditionModel(
             sample_size=size // 8,
@@ -306,8 +314,7 @@ def tiny_sdxl(path: str | Path, *, size: int = 32, seed: int = 0) -> Path:
 
     path = Path(path)
     first, second, projection, time_dim = 32, 48, 40, 8
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad="!")
         unet = UNet2DConditionModel(
             sample_size=size // 8,
@@ -340,6 +347,130 @@ def tiny_sdxl(path: str | Path, *, size: int = 32, seed: int = 0) -> Path:
             scheduler=scheduler,
             force_zeros_for_empty_prompt=True,
             add_watermarker=False,
+        )
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def t5_tokenizer(max_length: int = 512) -> Any:
+    """A character-level T5 (Unigram) tokenizer built in process: <pad>, </s>, <unk>, the word marker and
+    printable characters; any text encodes (unknown characters as <unk>)."""
+    from transformers import T5Tokenizer
+
+    pieces = ["<pad>", "</s>", "<unk>", "▁", *(chr(c) for c in range(33, 127))]
+    return T5Tokenizer(vocab=[(p, 0.0) for p in pieces], extra_ids=0, model_max_length=max_length)
+
+
+def _t5(tokenizer: Any, width: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=width,
+        d_kv=16,
+        d_ff=2 * width,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return T5EncoderModel(config)
+
+
+def _flow_vae(scaling: float, shift: float) -> Any:
+    """A tiny 16-channel AutoencoderKL without quant convs, as SD3's and Flux's (2x downsampling)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=scaling,
+        shift_factor=shift,
+    )
+
+
+def tiny_sd3(path: str | Path, *, t5: bool = True, seed: int = 0) -> Path:
+    """Save a tiny Stable Diffusion 3 pipeline (`StableDiffusion3Pipeline.save_pretrained`): an MMDiT
+    transformer over 16-channel latents, two CLIP encoders with projections and (unless `t5=False`) a T5
+    encoder, SD3's VAE constants and flow-matching scheduler (shift 3)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    path = Path(path)
+    with seeded(seed):
+        tokenizer, tokenizer_2, tokenizer_3 = clip_tokenizer(), clip_tokenizer(), t5_tokenizer()
+        pipeline: Any = StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(
+                sample_size=16,
+                patch_size=2,
+                in_channels=16,
+                out_channels=16,
+                num_layers=2,
+                attention_head_dim=8,
+                num_attention_heads=4,
+                joint_attention_dim=96,
+                caption_projection_dim=32,
+                pooled_projection_dim=80,
+                pos_embed_max_size=16,
+            ),
+            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+            vae=_flow_vae(1.5305, 0.0609),
+            text_encoder=_clip(tokenizer, 32, 32),
+            tokenizer=tokenizer,
+            text_encoder_2=_clip(tokenizer_2, 48, 48),
+            tokenizer_2=tokenizer_2,
+            text_encoder_3=_t5(tokenizer_3, 96) if t5 else None,
+            tokenizer_3=tokenizer_3 if t5 else None,
+        )
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def tiny_flux(path: str | Path, *, guidance: bool = True, seed: int = 0) -> Path:
+    """Save a tiny Flux pipeline (`FluxPipeline.save_pretrained`): a transformer over packed 16-channel
+    latents with the guidance embedding of FLUX.1-dev (`guidance=False`: schnell), a CLIP and a T5
+    encoder, Flux's VAE constants and flow-matching scheduler with dynamic shifting."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    path = Path(path)
+    with seeded(seed):
+        tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
+        pipeline: Any = FluxPipeline(
+            transformer=FluxTransformer2DModel(
+                patch_size=1,
+                in_channels=64,
+                num_layers=1,
+                num_single_layers=1,
+                attention_head_dim=16,
+                num_attention_heads=2,
+                joint_attention_dim=96,
+                pooled_projection_dim=32,
+                guidance_embeds=guidance,
+                axes_dims_rope=(4, 6, 6),
+            ),
+            scheduler=FlowMatchEulerDiscreteScheduler(
+                num_train_timesteps=1000,
+                shift=3.0,
+                use_dynamic_shifting=True,
+                base_shift=0.5,
+                max_shift=1.15,
+                base_image_seq_len=256,
+                max_image_seq_len=4096,
+            ),
+            vae=_flow_vae(0.3611, 0.1159),
+            text_encoder=_clip(tokenizer, 32),
+            tokenizer=tokenizer,
+            text_encoder_2=_t5(tokenizer_2, 96),
+            tokenizer_2=tokenizer_2,
         )
     pipeline.save_pretrained(path, safe_serialization=True)
     return path

@@ -3,8 +3,8 @@
 The templates are the originals TRL ships (`trl/chat_templates`) and the legacy Mistral-Instruct one; the
 tokenizers are character-level (any text encodes) with the special tokens and the BOS/EOS/pad flags of
 the real tokenizer configs (Llama-3 and Mistral have no pad token; Llama-3, Gemma and Mistral add a BOS
-that their templates also write; Phi-3 adds none). Saved with `save_pretrained`, so they load as a hub
-checkpoint does.
+that their templates also write; Phi-3 and Qwen2.5 add none). Saved with `save_pretrained`, so they load
+as a hub checkpoint does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MISTRAL = (
     "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
 )
-FAMILIES = ("llama3", "gemma", "mistral", "phi3")
+FAMILIES = ("llama3", "gemma", "mistral", "phi3", "qwen2")
 
 
 def _spm_vocab(specials: list[str]) -> dict[str, int]:
@@ -39,30 +39,38 @@ def tokenizer(family: str):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import GemmaTokenizer, LlamaTokenizer, PreTrainedTokenizerFast
 
-    if family == "llama3":
-        specials = [
-            "<|begin_of_text|>",
-            "<|end_of_text|>",
-            "<|start_header_id|>",
-            "<|end_header_id|>",
-            "<|eot_id|>",
-        ]
+    if family in ("llama3", "qwen2"):
+        specials = (
+            ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+            if family == "llama3"
+            else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        )
         vocab = {s: k for k, s in enumerate(specials)}
         for c in sorted(pre_tokenizers.ByteLevel.alphabet()):
             vocab.setdefault(c, len(vocab))
         bpe = Tokenizer(models.BPE(vocab=vocab, merges=[]))
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         bpe.decoder = decoders.ByteLevel()
-        bpe.post_processor = processors.TemplateProcessing(
-            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
-        )
-        found = PreTrainedTokenizerFast(
-            tokenizer_object=bpe,
-            bos_token="<|begin_of_text|>",
-            eos_token="<|eot_id|>",
-            additional_special_tokens=specials[1:4],
-        )
-        found.chat_template = (TEMPLATES / "llama3.jinja").read_text()
+        if family == "llama3":  # Llama-3 adds a BOS; Qwen2.5 none, and pads with <|endoftext|>
+            bpe.post_processor = processors.TemplateProcessing(
+                single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+            )
+            found = PreTrainedTokenizerFast(
+                tokenizer_object=bpe,
+                bos_token="<|begin_of_text|>",
+                eos_token="<|eot_id|>",
+                additional_special_tokens=specials[1:4],
+            )
+        else:
+            found = PreTrainedTokenizerFast(
+                tokenizer_object=bpe,
+                eos_token="<|im_end|>",
+                pad_token="<|endoftext|>",
+                additional_special_tokens=specials[1:2],
+            )
+        found.chat_template = (
+            TEMPLATES / ("llama3.jinja" if family == "llama3" else "qwen2_5.jinja")
+        ).read_text()
     elif family == "gemma":
         specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
         found = GemmaTokenizer(
@@ -127,6 +135,7 @@ def chat_lm(folder: Path, family: str, seed: int = 0) -> Path:
         "gemma": ("GemmaConfig", "GemmaForCausalLM"),
         "mistral": ("MistralConfig", "MistralForCausalLM"),
         "phi3": ("Phi3Config", "Phi3ForCausalLM"),
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
     }[family]
     extra = {"head_dim": 16} if family == "gemma" else {}
     with torch.random.fork_rng(devices=[]):

@@ -59,7 +59,13 @@ def test_chat_scores_are_trls_conversational_log_probs(models, tmp_path, family)
     tokenizer = backend.tokenizer
     if tokenizer.bos_token_id is not None and family != "phi3":
         assert list(tokens.prompt).count(tokenizer.bos_token_id) == 1  # not doubled
-    end = {"llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "mistral": "</s>", "phi3": "<|end|>"}[family]
+    end = {
+        "llama3": "<|eot_id|>",
+        "gemma": "<end_of_turn>",
+        "mistral": "</s>",
+        "phi3": "<|end|>",
+        "qwen2": "<|im_end|>",
+    }[family]
     assert tokenizer.convert_ids_to_tokens(backend.stop) == end
     assert end in tokenizer.decode(list(tokens.completion))
 
@@ -103,3 +109,65 @@ def test_system_is_a_keyword_with_a_clear_error():
             'system s\ncomponent w = causal_lm("m", chat=true, system="Be brief.")\ninput q : text\n'
             "a : text ~ w(q)\noutput a\n"
         )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_sampling_generates_what_transformers_generates(models, tmp_path, family):
+    """`generate` on the chat template's prompt, stopping at the template's end of turn."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    system = compound.load(single(tmp_path, models[family]))
+    ours = system.sample(
+        [{"q": "Ann"}], generator=torch.Generator().manual_seed(0), max_new_tokens=8, do_sample=False
+    )
+    tokenizer = AutoTokenizer.from_pretrained(models[family])
+    model = AutoModelForCausalLM.from_pretrained(models[family])
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say hello to Ann."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    end = system.backend("w").stop
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False, eos_token_id=end, pad_token_id=end)
+    theirs = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert ours[0]["a"] == theirs and theirs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_trained_chat_lora_exports_a_folder_transformers_scores_alike(models, tmp_path, family):
+    """LoRA trained (here: moved), exported merged: TRL's conversational log-probs of the exported folder,
+    computed with transformers alone, are the trained system's scores."""
+    from conftest import perturb
+
+    system = compound.load(single(tmp_path, models[family], ", lora(r=4)"))
+    backend = system.backend("w")
+    perturb(backend.model, scale=0.3, only="lora_B")
+    with torch.no_grad():
+        ours = system.scores([{"q": "Ann", "a": "Hi Ann"}], [{"q": "Ann", "a": "Go away"}], reference=False)
+    backend.export(tmp_path / "out", merge=True)
+    for side, answer in ((0, "Hi Ann"), (1, "Go away")):
+        expected = trl_logp(tmp_path / "out", "Say hello to Ann.", answer)[0]
+        assert ours.policy["a"][side].item() == pytest.approx(expected, abs=1e-4)
+    assert abs(ours.policy["a"][0].item() - trl_logp(models[family], "Say hello to Ann.", "Hi Ann")[0]) > 1e-3
+
+
+def test_greedy_sampling_without_a_chat_template_generates_what_transformers_generates(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tmp_path / "plain.cmp"
+    path.write_text(
+        f'system s\ncomponent w = causal_lm("{tiny["lm"]}")\ninput q : text\n'
+        'a : text ~ w(q, template="Say hello to {q}.")\noutput a\n'
+    )
+    system = compound.load(path)
+    ours = system.sample(
+        [{"q": "Ann"}], generator=torch.Generator().manual_seed(0), max_new_tokens=8, do_sample=False
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny["lm"])
+    model = AutoModelForCausalLM.from_pretrained(tiny["lm"])
+    prompt = tokenizer("Say hello to Ann.", return_tensors="pt")
+    eos = tokenizer.eos_token_id
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    theirs = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert ours[0]["a"] == theirs and theirs

@@ -21,6 +21,8 @@ PIPELINES = {
     "CompoundDiffusion": "sd",  # compound's own small layout (compound.tiny), pixel or latent space
     "StableDiffusionPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
 }
 #: The parts of a pipeline that hold weights.
 WEIGHTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
