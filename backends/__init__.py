@@ -26,7 +26,9 @@ from compound.diagnostics import error
 TYPES = ("text", "image")
 ENTRY_POINT_GROUP = "compound.backends"
 #: Options every sampled node takes, whatever its component's kind: handled by the core.
-NODE_OPTIONS = frozenset({"template", "weight"})
+NODE_OPTIONS = frozenset({"template", "weight", "beta"})
+#: Options every component takes, whatever its kind: handled by the core (`beta=`: its nodes' beta).
+COMPONENT_OPTIONS = frozenset({"beta"})
 #: Options that would let a `.cmp` file run code: a file may never give them (the caller may, in Python or
 #: on the command line).
 FORBIDDEN = frozenset({"trust_remote_code"})

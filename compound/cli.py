@@ -142,6 +142,48 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+Beta = Annotated[float | None, typer.Option(help="DPO temperature (default 0.1).")]
+Rate = Annotated[float | None, typer.Option(help="Learning rate (default 1e-4).")]
+RateFor = Annotated[list[str] | None, typer.Option(help="Per component: NAME=LR (repeatable).")]
+Batch = Annotated[int | None, typer.Option(help="Pairs per process per micro-batch (default 8).")]
+Steps = Annotated[int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")]
+Lora = Annotated[list[str] | None, typer.Option(help="Per component: NAME=R or NAME=r=8,alpha=16.")]
+Only = Annotated[list[str] | None, typer.Option("--train", help="Train only these components.")]
+Nll = Annotated[float | None, typer.Option(help="Weight of the chosen side's NLL (RPO); 0: none.")]
+NodeBeta = Annotated[list[str] | None, typer.Option(help="Per node: NODE=BETA (over the .cmp file's beta=).")]
+AutoBeta = Annotated[
+    bool, typer.Option(help="Scale diffusion nodes' betas to the LLM nodes' from the first batch.")
+]
+Seed = Annotated[int | None, typer.Option(help="Seed of every random choice of the run.")]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option(help="Let model folders run their own Python code (never settable from a .cmp file)."),
+]
+
+
+def _train_settings(settings: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    """Training settings: those of a config file, overridden by the flags given (None: not given)."""
+    named = {
+        "learning_rates": (lambda v: _pairs(v, "--lr-for", float)),
+        "lora": (lambda v: _pairs(v, "--lora", _lora)),
+        "node_weights": (lambda v: _pairs(v, "--node-weight", float)),
+        "node_betas": (lambda v: _pairs(v, "--node-beta", float)),
+    }
+    for key, value in flags.items():
+        if key in named and value is not None:
+            value = named[key](value) or None
+        if key == "reference" and value is not None:
+            strategies = [r for r in value if "=" not in r]
+            value = (
+                strategies[-1]
+                if strategies
+                else _pairs([r for r in value if "=" in r], "--reference") or None
+            )
+        if value is not None and value is not False and value != []:
+            settings[key] = value
+    return settings
+
+
 @app.command()
 def train(
     system: Annotated[Path, typer.Argument(help="The .cmp file of the system to align.")],
@@ -153,36 +195,30 @@ def train(
     eval_data: Annotated[
         str | None, typer.Option("--eval", help="Held-out pairs, evaluated every --eval-every steps.")
     ] = None,
-    beta: Annotated[float | None, typer.Option(help="DPO temperature (default 0.1).")] = None,
+    beta: Beta = None,
     loss: Annotated[str | None, typer.Option(help="sigmoid (default), hinge, ipo or robust.")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="For the robust loss.")] = None,
-    nll: Annotated[float | None, typer.Option(help="Weight of the chosen side's NLL (RPO); 0: none.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4).")] = None,
-    lr_for: Annotated[list[str] | None, typer.Option(help="Per component: NAME=LR (repeatable).")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Pairs per process per micro-batch (default 8).")
-    ] = None,
+    nll: Nll = None,
+    lr: Rate = None,
+    lr_for: RateFor = None,
+    batch_size: Batch = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")
-    ] = None,
+    steps: Steps = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the data (default 1).")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up steps.")] = None,
     schedule: Annotated[
         str | None, typer.Option(help="linear, cosine, constant or constant_with_warmup.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of every random choice of the run.")] = None,
+    seed: Seed = None,
     mixed_precision: Annotated[str | None, typer.Option(help="no, bf16 or fp16.")] = None,
     reference: Annotated[
         list[str] | None, typer.Option(help="copy, adapter or cached; or NAME=STRATEGY.")
     ] = None,
-    lora: Annotated[
-        list[str] | None, typer.Option(help="Per component: NAME=R or NAME=r=8,alpha=16.")
-    ] = None,
-    train_only: Annotated[
-        list[str] | None, typer.Option("--train", help="Train only these components.")
-    ] = None,
+    lora: Lora = None,
+    train_only: Only = None,
     node_weight: Annotated[list[str] | None, typer.Option(help="Per node: NODE=WEIGHT in the loss.")] = None,
+    node_beta: NodeBeta = None,
+    auto_beta: AutoBeta = False,
     save_every: Annotated[
         int | None, typer.Option(help="Checkpoint every N steps (0: only at the end).")
     ] = None,
@@ -192,43 +228,38 @@ def train(
     ] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of a progress bar.")] = False,
-    trust_remote_code: Annotated[
-        bool,
-        typer.Option(help="Let model folders run their own Python code (never settable from a .cmp file)."),
-    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Align every trainable component of SYSTEM jointly with SysDPO on preference DATA."""
     from compound.train import Trainer, TrainingError, read_config
 
-    settings: dict[str, Any] = read_config(config) if config else {}
-    strategies = [r for r in reference or [] if "=" not in r]
-    flags = {
-        "beta": beta,
-        "loss_type": loss,
-        "label_smoothing": label_smoothing,
-        "nll": nll,
-        "learning_rate": lr,
-        "batch_size": batch_size,
-        "gradient_accumulation": grad_accum,
-        "steps": steps,
-        "epochs": epochs,
-        "warmup": warmup,
-        "schedule": schedule,
-        "seed": seed,
-        "mixed_precision": mixed_precision,
-        "save_every": save_every,
-        "eval_every": eval_every,
-        "train": train_only or None,
-        "learning_rates": _pairs(lr_for, "--lr-for", float) or None,
-        "reference": strategies[-1]
-        if strategies
-        else _pairs([r for r in reference or [] if "=" in r], "--reference") or None,
-        "lora": _pairs(lora, "--lora", _lora) or None,
-        "node_weights": _pairs(node_weight, "--node-weight", float) or None,
-        "skip_invalid": skip_invalid or None,
-        "quiet": quiet or None,
-    }
-    settings.update({k: v for k, v in flags.items() if v is not None})
+    settings = _train_settings(
+        read_config(config) if config else {},
+        beta=beta,
+        loss_type=loss,
+        label_smoothing=label_smoothing,
+        nll=nll,
+        learning_rate=lr,
+        learning_rates=lr_for,
+        batch_size=batch_size,
+        gradient_accumulation=grad_accum,
+        steps=steps,
+        epochs=epochs,
+        warmup=warmup,
+        schedule=schedule,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        save_every=save_every,
+        eval_every=eval_every,
+        train=train_only,
+        reference=reference,
+        lora=lora,
+        node_weights=node_weight,
+        node_betas=node_beta,
+        auto_beta=auto_beta,
+        skip_invalid=skip_invalid,
+        quiet=quiet,
+    )
     try:
         trainer = Trainer(
             system, data, out, settings, eval_data=eval_data, trust_remote_code=trust_remote_code
@@ -239,6 +270,11 @@ def train(
             f"({len(trainer.data.pairs) - trainer.sampling} Direct, {trainer.sampling} Sampling)"
             + (f"; {len(trainer.data.invalid)} invalid rows left out" if trainer.data.invalid else "")
             + f": {trainer.total_steps} steps of {trainer.global_batch} pairs"
+            + (
+                "; node betas " + ", ".join(f"{n} {b:.3g}" for n, b in trainer.node_betas.items())
+                if trainer.node_betas
+                else ""
+            )
         )
         last = trainer.train(resume=resume)
     except (CompoundError, TrainingError) as e:
@@ -340,8 +376,12 @@ def pairs(
     ] = None,
     option: Annotated[list[str] | None, typer.Option(help="Scorer option KEY=VALUE (repeatable).")] = None,
     strategy: Annotated[
-        str, typer.Option(help="best-worst: one pair per input; all: every better-worse pair.")
+        str,
+        typer.Option(
+            help="best-worst: one pair per input; all: every better-worse pair; ranked: one ranked list."
+        ),
     ] = "best-worst",
+    ranked: Annotated[bool, typer.Option(help="Same as --strategy ranked.")] = False,
     min_gap: Annotated[float, typer.Option(help="Smallest score gap that makes a pair.")] = 0.0,
     min_chosen: Annotated[
         float | None, typer.Option(help="Smallest score of a pair's preferred sample (default: any).")
@@ -361,18 +401,167 @@ def pairs(
             saved.score(found, find_scorer(scorer, **_options(option)))
         elif any(s.score is None for s in found):
             raise error("config", "the samples have no scores: give --scorer")
-        made = make_pairs(found, strategy, min_gap, relative_to=out.resolve().parent, min_chosen=min_chosen)
+        chosen_strategy = "ranked" if ranked else strategy
+        made = make_pairs(
+            found, chosen_strategy, min_gap, relative_to=out.resolve().parent, min_chosen=min_chosen
+        )
     except CompoundError as e:
         raise _fail(e) from None
     atomic_write(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made.pairs))
     gaps = made.gaps or [0.0]
+    what = "ranked lists" if ranked or strategy == "ranked" else "pairs"
     err.print(
-        f"{len(made.pairs)} pairs from {len(found)} samples of {made.inputs} inputs "
-        f"({made.without_pair} inputs without a pair: equal scores, gap < {min_gap}"
+        f"{len(made.pairs)} {what} from {len(found)} samples of {made.inputs} inputs "
+        f"({made.without_pair} inputs without one: equal scores, gap < {min_gap}"
         + ("" if min_chosen is None else f" or best < {min_chosen}")
         + "); score gap mean "
         f"{statistics.fmean(gaps):.3f}, min {min(gaps):.3f}, max {max(gaps):.3f}; wrote {out}"
     )
+
+
+@app.command()
+def align(
+    system: Annotated[Path, typer.Argument(help="The .cmp file of the system to align.")],
+    inputs: Annotated[
+        Path, typer.Option(help="Training inputs, JSONL: one object of input values per line.")
+    ],
+    out: Annotated[Path, typer.Option(help="The run folder: round-K/ per round, summary.jsonl and .png.")],
+    scorer: Annotated[
+        str | None, typer.Option(help="A scorer's name, or a TOML/YAML file declaring one (required).")
+    ] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Scorer option KEY=VALUE (repeatable).")] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="Rounds of sample, score, pair, train (default 3).")
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Samples per training input per round (default 4).")
+    ] = None,
+    eval_inputs: Annotated[
+        Path | None, typer.Option("--eval", help="Held-out inputs, evaluated after every round.")
+    ] = None,
+    eval_samples: Annotated[int | None, typer.Option(help="Samples per held-out input (default 1).")] = None,
+    pairing: Annotated[str | None, typer.Option(help="best-worst (default), all or ranked.")] = None,
+    min_gap: Annotated[float | None, typer.Option(help="Smallest score gap that makes a pair.")] = None,
+    min_chosen: Annotated[
+        float | None, typer.Option(help="Smallest score of a pair's preferred sample.")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="initial (default): the base system; round: each round's start.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A TOML or YAML file of these settings; its [train] table: training's."),
+    ] = None,
+    seed: Seed = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="LLM generation length when sampling.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="LLM sampling temperature.")] = None,
+    denoising_steps: Annotated[
+        int | None, typer.Option(help="Diffusion denoising steps when sampling.")
+    ] = None,
+    beta: Beta = None,
+    nll: Nll = None,
+    lr: Rate = None,
+    lr_for: RateFor = None,
+    batch_size: Batch = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps per round (default: an epoch).")] = None,
+    lora: Lora = None,
+    train_only: Only = None,
+    node_beta: NodeBeta = None,
+    auto_beta: AutoBeta = False,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps of a round.")] = None,
+    resume: Annotated[bool, typer.Option(help="Finish the run in --out where it stopped.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Online SysDPO: rounds of sampling the current system, scoring, pairing and training, with held-out
+    evaluation after each round (docs/training.md, "Online rounds")."""
+    from compound.align import AlignConfig
+    from compound.align import align as run_align
+    from compound.train import TrainingError, read_config
+
+    try:
+        settings: dict[str, Any] = read_config(config) if config else {}
+        trained = _train_settings(
+            dict(settings.pop("train", {}) or {}),
+            beta=beta,
+            nll=nll,
+            learning_rate=lr,
+            learning_rates=lr_for,
+            batch_size=batch_size,
+            steps=steps,
+            seed=seed,
+            lora=lora,
+            train=train_only,
+            node_betas=node_beta,
+            auto_beta=auto_beta,
+            save_every=save_every,
+        )
+        decoding = dict(settings.pop("decoding", {}) or {})
+        decoding.update(
+            {
+                k: v
+                for k, v in {
+                    "max_new_tokens": max_new_tokens,
+                    "temperature": temperature,
+                    "steps": denoising_steps,
+                }.items()
+                if v is not None
+            }
+        )
+        flags = {
+            "system": str(system),
+            "inputs": str(inputs),
+            "scorer": scorer,
+            "rounds": rounds,
+            "samples": samples,
+            "eval": str(eval_inputs) if eval_inputs else None,
+            "eval_samples": eval_samples,
+            "pairing": pairing,
+            "min_gap": min_gap,
+            "min_chosen": min_chosen,
+            "reference": reference,
+            "seed": seed,
+        }
+        settings.update({k: v for k, v in flags.items() if v is not None})
+        settings["scorer_options"] = {**settings.get("scorer_options", {}), **_options(option)}
+        if "scorer" not in settings:
+            raise error("config", "compound align needs a scorer: --scorer NAME or --scorer FILE.toml")
+        summary = run_align(
+            AlignConfig(**settings, decoding=decoding, train=trained),
+            out,
+            resume=resume,
+            trust_remote_code=trust_remote_code,
+        )
+    except (CompoundError, TrainingError) as e:
+        raise _fail(e) from None
+    except ValidationError as e:
+        raise _fail(ValueError(f"invalid settings: {e}")) from None
+    last = summary[-1]
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float))
+    err.print(f"done: {len(summary)} rounds; last round: {shown}; curves in {out / 'summary.png'}")
+
+
+@app.command()
+def credit(
+    run: Annotated[Path, typer.Argument(help="A `compound train` or `compound align` run folder.")],
+    eval_inputs: Annotated[Path, typer.Option("--eval", help="Held-out inputs, JSONL.")],
+    scorer: Annotated[
+        str | None, typer.Option(help="A scorer's name or file (default: an align run's own).")
+    ] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Scorer option KEY=VALUE (repeatable).")] = None,
+    eval_samples: Annotated[int | None, typer.Option(help="Samples per held-out input.")] = None,
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Which component the gain comes from: held-out scores of the base, the trained system, and the
+    trained system with each component reverted to its base model."""
+    from compound.credit import credit as run_credit
+    from compound.credit import markdown
+
+    try:
+        table = run_credit(run, eval_inputs, scorer, _options(option), eval_samples, trust_remote_code)
+    except CompoundError as e:
+        raise _fail(e) from None
+    print(markdown(table), end="")
+    err.print(f"wrote {run / 'credit' / 'CREDIT.md'}")
 
 
 @app.command()

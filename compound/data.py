@@ -1,9 +1,11 @@
 """Preference data: read, map onto a system, and validate before any training.
 
-A file holds one comparison per row, in either of two formats:
+A file holds one comparison per row, in one of three formats:
 
 - `{"input": {...}, "chosen": {...}, "rejected": {...}}`: node names to
   values; inputs once, outputs and intermediates per side;
+- `{"input": {...}, "ranked": [{...}, {...}, ...]}`: two or more outputs of the
+  input, best first (trained with the Plackett-Luce loss, `compound.loss`);
 - TRL's `{"prompt": ..., "chosen": ..., "rejected": ...}`, for a system of
   one text input and one sampled text node.
 
@@ -36,11 +38,18 @@ from compound.values import as_row, check_marginal, evaluate, problems, row_erro
 
 @dataclass(frozen=True)
 class Pair:
-    """One comparison: its row number in the source, and both sides as rows of node values."""
+    """One comparison: its row number in the source, and both sides as rows of node values; a ranked
+    list's outputs below its best two in `rest`, best first."""
 
     row: int
     chosen: dict[str, Any]
     rejected: dict[str, Any]
+    rest: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def ranked(self) -> tuple[dict[str, Any], ...]:
+        """Every output, best first."""
+        return (self.chosen, self.rejected, *self.rest)
 
 
 @dataclass
@@ -58,6 +67,8 @@ class Preferences:
         digest = hashlib.sha256()
         for pair in self.pairs:
             digest.update(row_key(pair.chosen, pair.rejected).encode())
+            for item in pair.rest:
+                digest.update(row_key(item, {}).encode())
         return digest.hexdigest()[:16]
 
 
@@ -76,7 +87,7 @@ def load_preferences(
             invalid += found
             bad_rows += 1
         else:
-            pairs.append(Pair(number, *found))
+            pairs.append(Pair(number, found[0], found[1], tuple(found[2:])))
     if invalid and not skip_invalid:
         summary = Diagnostic(
             "error",
@@ -96,17 +107,14 @@ def _warnings(system: ir.System, pairs: list[Pair], label: str, base: Path) -> l
     seen: dict[str, int] = {}
     repeats = []
     for pair in pairs:
-        key = row_key(pair.chosen, pair.rejected)
+        key = row_key(pair.chosen, pair.rejected) + "".join(row_key(r, {}) for r in pair.rest)
         if key in seen:
             repeats.append(f"row {pair.row} repeats row {seen[key]}")
         seen.setdefault(key, pair.row)
     if repeats:
         found.append(_warning(f"{len(repeats)} rows of {label} repeat an earlier row ({_first(repeats)})"))
     differ = [
-        f"'{name}' in row {p.row}"
-        for p in pairs
-        for side in (p.chosen, p.rejected)
-        for name in _recomputed(system, side)
+        f"'{name}' in row {p.row}" for p in pairs for side in p.ranked for name in _recomputed(system, side)
     ]
     if differ:
         found.append(
@@ -119,7 +127,7 @@ def _warnings(system: ir.System, pairs: list[Pair], label: str, base: Path) -> l
     outside = [
         f"row {p.row}: {path}"
         for p in pairs
-        for side in (p.chosen, p.rejected)
+        for side in p.ranked
         for key, value in side.items()
         if key.split("[")[0] in images
         for path in (value if isinstance(value, list) else [value])
@@ -157,32 +165,56 @@ def _first(items: list[str]) -> str:
 
 def _check(
     system: ir.System, record: Any, where: str, base: Path, limits: Limits
-) -> tuple[dict[str, Any], dict[str, Any]] | list[Diagnostic]:
-    """Both sides of a valid record, or everything wrong with it."""
+) -> tuple[dict[str, Any], ...] | list[Diagnostic]:
+    """The outputs of a valid record, best first, or everything wrong with it."""
     try:
-        chosen, rejected = _sides(system, record, where, base)
-        if chosen == rejected:
-            raise error(
-                "row", f"{where}: the chosen and the rejected side are the same; the pair teaches nothing"
-            )
-        gone = {n.name for n in check_marginal(system, chosen, f"{where}, chosen")}
-        if gone != {n.name for n in check_marginal(system, rejected, f"{where}, rejected")}:
+        sides = _sides(system, record, where, base)
+        names = ("chosen", "rejected") if len(sides) == 2 else [f"ranked[{k}]" for k in range(len(sides))]
+        for k, side in enumerate(sides):
+            if side in sides[:k]:
+                what = (
+                    "the chosen and the rejected side are the same"
+                    if len(sides) == 2
+                    else (f"ranked[{k}] repeats ranked[{sides.index(side)}]")
+                )
+                raise error("row", f"{where}: {what}; the comparison teaches nothing")
+        gone = [
+            {n.name for n in check_marginal(system, side, f"{where}, {name}")}
+            for side, name in zip(sides, names, strict=True)
+        ]
+        if any(g != gone[0] for g in gone):
             raise error(
                 "row",
                 f"{where}: the chosen and the rejected side leave out different nodes; "
                 "SysDPO-Sampling needs both to give the same ones",
             )
+        if gone[0] and len(sides) > 2:
+            raise error(
+                "row",
+                f"{where}: a ranked list of more than two outputs must give every sampled node "
+                f"(it leaves out {', '.join(sorted(gone[0]))})",
+            )
     except CompoundError as e:
         return list(e.diagnostics)
-    skip = frozenset(gone)
-    found = problems(system, chosen, f"{where}, chosen", skip, limits) + problems(
-        system, rejected, f"{where}, rejected", skip, limits
-    )
+    skip = frozenset(gone[0])
+    found = [
+        d
+        for side, name in zip(sides, names, strict=True)
+        for d in problems(system, side, f"{where}, {name}", skip, limits)
+    ]
     for node in system.nodes:
-        if not found and isinstance(node, ir.InputNode) and chosen[node.base] != rejected[node.base]:
-            message = "differs between the chosen and the rejected side; a pair shares its inputs"
+        if (
+            not found
+            and isinstance(node, ir.InputNode)
+            and any(s[node.base] != sides[0][node.base] for s in sides)
+        ):
+            message = (
+                "differs between the chosen and the rejected side; a pair shares its inputs"
+                if len(sides) == 2
+                else "differs between the ranked outputs; they share their inputs"
+            )
             found += row_error(where, node, message).diagnostics
-    return found or (chosen, rejected)
+    return found or sides
 
 
 def _sources(system: ir.System) -> dict[str, str]:
@@ -219,37 +251,46 @@ class _Broken:
     reason: str
 
 
-def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both sides of one record as rows of node values (image paths made absolute)."""
+def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict[str, Any], ...]:
+    """The outputs of one record as rows of node values, best first (image paths made absolute)."""
     if isinstance(record, _Broken):
         raise error("row", f"{where} {record.reason}")
     if not isinstance(record, dict):
         raise error("row", f"{where} is not an object")
-    if {"input", "chosen", "rejected"} <= set(record) and all(
+    if set(record) >= {"input", "ranked"} and isinstance(record["input"], dict):
+        ranked = record["ranked"]
+        if not isinstance(ranked, list) or not all(isinstance(item, dict) for item in ranked):
+            raise error("row", f"{where}: ranked must be a list of objects of node values, best first")
+        if len(ranked) < 2:
+            raise error("row", f"{where}: ranked holds {len(ranked)} output; a ranking needs two or more")
+        _known_names(system, record, where, [f"ranked[{k}]" for k in range(len(ranked))], ranked)
+        sides = tuple({**record["input"], **item} for item in ranked)
+    elif {"input", "chosen", "rejected"} <= set(record) and all(
         isinstance(record[k], dict) for k in ("input", "chosen", "rejected")
     ):
-        _known_names(system, record, where)
-        chosen = {**record["input"], **record["chosen"]}
-        rejected = {**record["input"], **record["rejected"]}
+        _known_names(system, record, where, ["chosen", "rejected"], [record["chosen"], record["rejected"]])
+        sides = ({**record["input"], **record["chosen"]}, {**record["input"], **record["rejected"]})
     elif {"prompt", "chosen", "rejected"} <= set(record):
-        chosen, rejected = _trl(system, record, where)
+        sides = _trl(system, record, where)
     else:
         raise error(
             "row",
             f"{where} has neither the keys input, chosen, rejected "
-            "(each an object of node values) nor TRL's prompt, chosen, rejected",
+            "(each an object of node values), input and ranked, nor TRL's prompt, chosen, rejected",
         )
     images = {n.base for n in system.nodes if n.type == "image"}
-    return _absolute(chosen, images, base), _absolute(rejected, images, base)
+    return tuple(_absolute(side, images, base) for side in sides)
 
 
-def _known_names(system: ir.System, record: dict[str, Any], where: str) -> None:
-    """Every key of `chosen` and `rejected` names a node: a misspelt intermediate would otherwise turn a
-    Direct pair into a SysDPO-Sampling one without a word. (`input` may hold more than the inputs, such
-    as a reference answer a scorer reads.)"""
+def _known_names(
+    system: ir.System, record: dict[str, Any], where: str, parts: list[str], sides: list[dict[str, Any]]
+) -> None:
+    """Every key of an output names a node: a misspelt intermediate would otherwise turn a Direct pair
+    into a SysDPO-Sampling one without a word. (`input` may hold more than the inputs, such as a
+    reference answer a scorer reads.)"""
     names = {n.base for n in system.nodes} | {n.name for n in system.nodes}
-    for part in ("chosen", "rejected"):
-        for key in record[part]:
+    for part, side in zip(parts, sides, strict=True):
+        for key in side:
             if key not in names:
                 hint = suggest(str(key), names)
                 shown = ", ".join(sorted({n.base for n in system.nodes})[:12])

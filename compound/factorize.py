@@ -13,19 +13,29 @@ from compound import ir
 
 def factorize(system: ir.System) -> ir.System:
     """The system with its factors filled in."""
+    components = {c.name: c for c in system.components}
     factors = tuple(
-        ir.Factor(node=n.name, component=n.component, parents=n.parents, weight=_weight(n))
+        ir.Factor(
+            node=n.name,
+            component=n.component,
+            parents=n.parents,
+            weight=_number(n.options.get("weight", 1.0)),
+            beta=_beta(n.options.get("beta", components[n.component].options.get("beta"))),
+        )
         for n in system.nodes
         if isinstance(n, ir.SampleNode)
     )
     return system.model_copy(update={"factors": factors})
 
 
-def _weight(node: ir.SampleNode) -> float:
-    """A node's `weight=` (the checker made sure it is a positive number), 1 by default."""
-    weight = node.options.get("weight", 1.0)
-    assert isinstance(weight, int | float)
-    return float(weight)
+def _number(value: ir.Value) -> float:
+    """A `weight=` or `beta=` (the checker made sure it is a positive number)."""
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def _beta(value: ir.Value | None) -> float | None:
+    return None if value is None else _number(value)
 
 
 def term(factor: ir.Factor) -> str:

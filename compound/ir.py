@@ -147,6 +147,8 @@ class Factor(Frozen):
     component: str
     parents: tuple[str, ...]
     weight: float = 1.0
+    #: The factor's own DPO beta (its node's `beta=`, else its component's), None: the run's.
+    beta: float | None = None
 
 
 class System(Frozen):

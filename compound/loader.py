@@ -39,11 +39,8 @@ def load(
     """
     path = Path(path)
     system = compile_file(path, limits)
-    trained = Path(weights) if weights is not None else None
-    if trained is not None and not trained.is_dir():
-        raise error("component", f"no trained weights at {trained}")
-    if trained is not None and (trained / CHECKSUMS).is_file() and (problem := damaged(trained)):
-        raise error("component", f"the trained weights in {trained} are damaged: {problem}")
+    if weights is not None:
+        _check_weights(Path(weights))
     components = {}
     for component in system.components:
         extra = (options or {}).get(component.name, {})
@@ -54,10 +51,28 @@ def load(
         backend = backend_class(component.kind).load(
             component, path.parent, reference=strategy, trust_remote_code=trust_remote_code
         )
-        if trained is not None and (trained / component.name).is_dir():
-            backend.load_weights(trained / component.name)
         components[component.name] = backend
-    return CompiledSystem(system, components)
+    loaded = CompiledSystem(system, components)
+    if weights is not None:
+        load_weights(loaded, weights)
+    return loaded
+
+
+def load_weights(system: CompiledSystem, weights: str | Path) -> None:
+    """Put trained weights (a folder written by `save_pretrained`: one subfolder per component) into the
+    system's policy; components without a subfolder keep theirs, and every reference stays as it is."""
+    trained = Path(weights)
+    _check_weights(trained)
+    for name, backend in system.backends.items():
+        if (trained / name).is_dir():
+            backend.load_weights(trained / name)
+
+
+def _check_weights(trained: Path) -> None:
+    if not trained.is_dir():
+        raise error("component", f"no trained weights at {trained}")
+    if (trained / CHECKSUMS).is_file() and (problem := damaged(trained)):
+        raise error("component", f"the trained weights in {trained} are damaged: {problem}")
 
 
 def _value(name: str, value: Any) -> ir.Value:

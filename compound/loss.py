@@ -14,6 +14,19 @@ token count; on a system each node's log ratio is divided by its value's size
 (tokens for a causal LM node, 1 for others), which is TRL's IPO exactly for a
 single-LLM system.
 
+A node may have its own beta (`beta=` in the `.cmp` file, `node_betas` in the
+training config): then h = sum over nodes n of beta_n * (r_w,n - r_l,n), so a
+diffusion node, whose surrogate log ratio runs thousands of times larger than a
+token log ratio, and an LLM node are balanced without rescaling either's scores.
+
+A ranked list of N outputs of one input, best first, is scored by the
+Plackett-Luce likelihood of its ranking, with h_k = sum over nodes of
+beta_n * r_k,n the implicit reward of output k:
+
+    ranked   -sum over k < N - 1 of  log( exp(h_k) / sum over j >= k of exp(h_j) )
+
+which for N = 2 is the sigmoid loss of the pair.
+
 `nll=alpha` adds alpha times the negative log-likelihood of the chosen side's
 language-model nodes, averaged over their tokens: TRL's `sft` loss, which
 combined with `sigmoid` is RPO (TRL's `loss_type=["sigmoid", "sft"]`,
@@ -28,7 +41,7 @@ from collections.abc import Mapping
 import torch
 from torch.nn import functional as F
 
-from compound.types import LogRatio, total
+from compound.types import LogRatio, Sides, total
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 
@@ -40,32 +53,30 @@ def sysdpo_loss(
     label_smoothing: float = 0.0,
     node_weights: Mapping[str, float] | None = None,
     nll: float = 0.0,
+    node_betas: Mapping[str, float] | None = None,
 ) -> torch.Tensor:
     """The mean SysDPO loss of a batch of pairs.
 
     `node_weights` rescales nodes' log ratios before they are summed (on top of
-    the `weight=` options of the `.cmp` file).
+    the `weight=` options of the `.cmp` file); `node_betas` gives nodes their own
+    beta in place of `beta` (the `.cmp` file's `beta=` options, merged by the caller).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type={loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
-    weights = node_weights or {}
-    unknown = set(weights) - set(out.per_node)
-    if unknown:
-        raise ValueError(f"node_weights names no node of the system: {', '.join(sorted(unknown))}")
+    _known(out, node_weights, "node_weights")
+    _known(out, node_betas, "node_betas")
     if loss_type == "ipo":
+        if node_betas:
+            raise ValueError("the ipo loss has one beta (its target margin is 1 / (2 beta)): no node_betas")
+        weights = node_weights or {}
         delta = total(
             weights.get(n, 1.0) * (c / _size(out, n, 0, c) - r / _size(out, n, 1, r))
             for n, (c, r) in out.per_node.items()
         )
         losses = (delta - 1 / (2 * beta)) ** 2
     else:
-        chosen = (
-            total(weights.get(n, 1.0) * c for n, (c, _) in out.per_node.items()) if weights else out.chosen
-        )
-        rejected = (
-            total(weights.get(n, 1.0) * r for n, (_, r) in out.per_node.items()) if weights else out.rejected
-        )
-        h = beta * (chosen - rejected)
+        chosen, rejected = rewards(out, beta, node_weights, node_betas)
+        h = chosen - rejected
         if loss_type == "sigmoid":
             losses = -F.logsigmoid(h)
         elif loss_type == "hinge":
@@ -83,6 +94,39 @@ def sysdpo_loss(
     return loss
 
 
+def rewards(
+    out: LogRatio,
+    beta: float,
+    node_weights: Mapping[str, float] | None = None,
+    node_betas: Mapping[str, float] | None = None,
+) -> Sides:
+    """The implicit rewards of both sides of each pair: sum over nodes of beta_n * weight_n * log ratio_n."""
+    if not node_weights and not node_betas:
+        return beta * out.chosen, beta * out.rejected
+    weights, betas = node_weights or {}, node_betas or {}
+    scale = {n: betas.get(n, beta) * weights.get(n, 1.0) for n in out.per_node}
+    chosen = total(scale[n] * c for n, (c, _) in out.per_node.items())
+    rejected = total(scale[n] * r for n, (_, r) in out.per_node.items())
+    return chosen, rejected
+
+
+def plackett_luce_loss(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The mean negative log-likelihood of L rankings under Plackett-Luce.
+
+    `scores` [L, N] are the items' implicit rewards, best first; list l ranks its first `lengths[l]`
+    items (the rest is padding). Per list, -sum over k < n - 1 of
+    (s_k - log sum_{j >= k} exp s_j); for n = 2 that is DPO's -logsigmoid(s_0 - s_1).
+    """
+    positions = torch.arange(scores.shape[1], device=scores.device)
+    ranked = positions[None, :] < lengths[:, None].to(scores.device)
+    # padding far below any score (finite, so that no gradient turns into a NaN)
+    floor = scores.detach().masked_fill(~ranked, 0.0).abs().amax() * 4 + 1e4
+    padded = torch.where(ranked, scores, -floor)
+    tails = torch.logcumsumexp(padded.flip(-1), dim=-1).flip(-1)
+    chosen = positions[None, :] < (lengths[:, None].to(scores.device) - 1)
+    return -torch.where(chosen, padded - tails, torch.zeros_like(padded)).sum(-1).mean()
+
+
 def chosen_nll(out: LogRatio) -> torch.Tensor:
     """Negative log-likelihood of the chosen side's language-model nodes, per token."""
     nodes = [n for n in out.policy if n in out.exact]  # in factor order: the same sum on every run
@@ -91,6 +135,12 @@ def chosen_nll(out: LogRatio) -> torch.Tensor:
     logps = total(out.policy[n][0].sum() for n in nodes)
     tokens = total(out.sizes[n][0].sum() for n in nodes)
     return -logps / tokens
+
+
+def _known(out: LogRatio, table: Mapping[str, float] | None, what: str) -> None:
+    unknown = set(table or {}) - set(out.per_node)
+    if unknown:
+        raise ValueError(f"{what} names no node of the system: {', '.join(sorted(unknown))}")
 
 
 def _size(out: LogRatio, node: str, side: int, like: torch.Tensor) -> torch.Tensor:

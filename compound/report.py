@@ -117,4 +117,8 @@ def _markdown(run: Path, rows: list[dict[str, Any]], nodes: list[str]) -> str:
         "",
     ]
     lines += [f"![{name}]({name}.png)" for name in ("loss", "accuracy", "margins", "shares")]
+    credit = run / "credit" / "CREDIT.md"
+    if credit.is_file():  # `compound credit` ran on this run
+        lines += ["", "Held-out credit (`compound credit`): each component reverted to its base model:", ""]
+        lines += [credit.read_text().rstrip()]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from compound import samples as saved
 from compound.contact import contact_sheet
 from compound.devices import accelerated
 from compound.loader import load
+from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
 from compound.seeds import splitmix
 
@@ -29,23 +30,25 @@ def sample_inputs(
     n: int = 1,
     weights: str | Path | None = None,
     seed: int = 0,
-    scorer: tuple[str, Mapping[str, Any]] | None = None,
+    scorer: Scorer | tuple[str, Mapping[str, Any]] | None = None,
     best: bool = False,
     batch: int = 8,
     decoding: Mapping[str, Any] | None = None,
     quiet: bool = False,
     trust_remote_code: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path | None:
-    """Sample n rows per input; with `best`, keep each input's best by `scorer`. Returns samples.jsonl's path
-    (None on processes other than the main one)."""
+    """Sample n rows per input; with `best`, keep each input's best by `scorer` (a scorer, or a name and
+    options to make one). Returns samples.jsonl's path (None on processes other than the main one)."""
     from accelerate import PartialState
     from rich.progress import Progress
 
     state = PartialState(cpu=not accelerated())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load(system_path, weights=weights, trust_remote_code=trust_remote_code).to(state.device)
-    score = find_scorer(scorer[0], **scorer[1]) if scorer else None
+    model = load(system_path, weights=weights, options=options, trust_remote_code=trust_remote_code)
+    model = model.to(state.device)
+    score = find_scorer(scorer[0], **scorer[1]) if isinstance(scorer, tuple) else scorer
     starts = list(range(0, len(inputs), batch))[state.process_index :: state.num_processes]
     found: list[saved.Sample] = []
     show = state.is_main_process and not quiet

@@ -18,7 +18,7 @@ from typing import Any
 from compound import ir
 from compound.diagnostics import error
 from compound.io import atomic_write, read_jsonl
-from compound.scorers import Scorer
+from compound.scorers import Scorer, group_scores
 
 
 @dataclass
@@ -110,15 +110,32 @@ def read(folder: str | Path, name: str = "samples.jsonl") -> list[Sample]:
 
 
 def score(samples: Iterable[Sample], scorer: Scorer) -> None:
-    """Score every sample; a scorer that fails or gives no finite number names the sample."""
-    for s in samples:
+    """Score every sample, the samples of one input together when the scorer scores groups (a pairwise
+    judge, a batched model); a scorer that fails or gives no finite number names the sample."""
+    if getattr(scorer, "score_group", None) is None:
+        for s in samples:
+            try:
+                value = float(scorer(s.row))
+            except Exception as e:  # a scorer is the user's code: whatever it raises, say which sample
+                raise error(
+                    "config", f"the scorer failed on sample {s.id}: {type(e).__name__}: {e}"
+                ) from None
+            _set(s, value)
+        return
+    for group in by_input(samples).values():
         try:
-            value = float(scorer(s.row))
-        except Exception as e:  # a scorer is the user's code: whatever it raises, say which sample
-            raise error("config", f"the scorer failed on sample {s.id}: {type(e).__name__}: {e}") from None
-        if not math.isfinite(value):
-            raise error("config", f"the scorer gave sample {s.id} the score {value}, not a finite number")
-        s.score = value
+            values = group_scores(scorer, [s.row for s in group])
+        except Exception as e:
+            ids = ", ".join(s.id for s in group)
+            raise error("config", f"the scorer failed on samples {ids}: {type(e).__name__}: {e}") from None
+        for s, value in zip(group, values, strict=True):
+            _set(s, value)
+
+
+def _set(sample: Sample, value: float) -> None:
+    if not math.isfinite(value):
+        raise error("config", f"the scorer gave sample {sample.id} the score {value}, not a finite number")
+    sample.score = value
 
 
 def by_input(samples: Iterable[Sample]) -> dict[str, list[Sample]]:

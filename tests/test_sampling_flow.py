@@ -62,7 +62,7 @@ def test_sample_then_pairs_then_train_on_the_storyboard_example(tmp_path):
         assert chosen["score"] == max(scores) > min(scores)
         assert pair["chosen"]["image"][0].startswith("../samples/images/")
     strict = invoke("pairs", tmp_path / "samples", "--out", tmp_path / "none.jsonl", "--min-chosen", 1.5)
-    assert "0 pairs from 6 samples of 2 inputs (2 inputs without a pair: " in strict.stderr  # q is at most 1
+    assert "0 pairs from 6 samples of 2 inputs (2 inputs without one: " in strict.stderr  # q is at most 1
     assert "or best < 1.5" in strict.stderr and (tmp_path / "none.jsonl").read_text() == ""
 
     invoke(

@@ -114,21 +114,27 @@ def shown(value: ir.Value) -> str:
 
 
 def check_node_options(decl: NodeDecl, options: dict[str, ir.Value], report: Report) -> None:
-    """The options the core reads itself: `template=` (text) and `weight=` (a positive number, on
-    sampled nodes only)."""
+    """The options the core reads itself: `template=` (text), `weight=` and `beta=` (positive numbers,
+    on sampled nodes only)."""
     for option in decl.call.options:
         key, value = option.key.text, options.get(option.key.text)
         if key == "template" and value is not None and not isinstance(value, str):
             report.error("option-type", "template= takes a string or a const", option.value.span)
-        if key == "weight" and value is not None:
+        if key in ("weight", "beta") and value is not None:
             if not decl.sampled:
+                what = "scales a factor" if key == "weight" else "is a factor's DPO beta"
                 report.error(
-                    "option-type",
-                    "weight= scales a factor: only sampled nodes ('~') take it",
-                    option.key.span,
+                    "option-type", f"{key}= {what}: only sampled nodes ('~') take it", option.key.span
                 )
-            elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                report.error("option-type", "weight= takes a positive number", option.value.span)
+            elif wrong := positive(key, value):
+                report.error("option-type", wrong, option.value.span)
+
+
+def positive(key: str, value: ir.Value | None) -> str | None:
+    """What is wrong with a core option that takes a positive number, if anything."""
+    if value is None or (not isinstance(value, bool) and isinstance(value, int | float) and value > 0):
+        return None
+    return f"{key}= takes a positive number"
 
 
 def check_template(

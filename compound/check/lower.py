@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass
 
 from compound import ir
-from compound.backends import FORBIDDEN, NODE_OPTIONS, TYPES, kind, kinds
+from compound.backends import COMPONENT_OPTIONS, FORBIDDEN, NODE_OPTIONS, TYPES, kind, kinds
 from compound.backends.fn import FUNCTIONS
 from compound.check.bind import Binding, bind
 from compound.check.calls import (
@@ -19,6 +19,7 @@ from compound.check.calls import (
     check_node_options,
     check_template,
     option_error,
+    positive,
     unknown_option,
 )
 from compound.check.declare import Scope, describe, expanded
@@ -149,6 +150,9 @@ def _component(decl: ComponentDecl, scope: Scope, report: Report) -> ir.Componen
                 f"the caller may, with compound.load(..., {key}=True) or --{key.replace('_', '-')}",
                 key_span,
             )
+        elif key in COMPONENT_OPTIONS:
+            if wrong := positive(key, options.get(key)):
+                report.error("option-type", wrong, value_span)
         elif spec is not None and spec.component_options is not None:
             if key not in spec.component_options:
                 message = unknown_option(f"a {name} component", key, spec.component_options)

@@ -20,6 +20,11 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     nll: float = Field(0.0, ge=0, description="weight of the chosen side's NLL (RPO); 0: none")
     node_weights: dict[str, float] = {}
+    node_betas: dict[str, float] = Field({}, description="per node, overriding beta and the .cmp's beta=")
+    auto_beta: bool = Field(
+        False,
+        description="set surrogate (diffusion) nodes' betas from the first batch (compound.train.betas)",
+    )
     learning_rate: float = Field(1e-4, gt=0)
     learning_rates: dict[str, float] = Field({}, description="per component, overriding learning_rate")
     weight_decay: float = 0.0

@@ -14,14 +14,13 @@ def step_metrics(
     chosen: torch.Tensor,
     rejected: torch.Tensor,
     per_node: Mapping[str, Sides],
-    beta: float,
 ) -> dict[str, float]:
     """Loss, rewards, margins and accuracies of the system and of each node over a global batch.
 
-    `chosen`, `rejected` and `per_node` are log ratios (rewards are beta times them); a node's share is
-    its mean margin over the sum of every node's |mean margin|: which component the preferences credit.
+    `chosen`, `rejected` and `per_node` are implicit rewards (each node's beta times its weighted log
+    ratio); a node's share is its mean margin over the sum of every node's |mean margin|: which
+    component the preferences credit.
     """
-    chosen, rejected = chosen * beta, rejected * beta
     margin = chosen - rejected
     m: dict[str, float] = {
         "loss": loss,
@@ -32,7 +31,7 @@ def step_metrics(
     }
     margins = {}
     for node, (c, r) in per_node.items():
-        gap = c * beta - r * beta
+        gap = c - r
         margins[node] = gap.mean().item()
         m[f"nodes/{node}/margin"] = margins[node]
         m[f"nodes/{node}/accuracy"] = (gap > 0).float().mean().item()

@@ -51,6 +51,11 @@ class Schedule:
         start = position * self.global_batch + (micro * self.world + self.rank) * self.batch_size
         return [int(order[k % self.pairs]) for k in range(start, start + self.batch_size)]
 
+    def first_batch(self) -> list[int]:
+        """The data positions of the run's first global batch (every process's, every micro-batch)."""
+        order = torch.randperm(self.pairs, generator=torch.Generator().manual_seed(splitmix(self.seed, 0)))
+        return [int(order[k % self.pairs]) for k in range(self.global_batch)]
+
     def seeds(self, rows: Sequence[int], epoch: int, factors: int) -> torch.Tensor:
         """The draws' seeds of pairs (by their row numbers in the data) in an epoch: [pairs, factors]."""
         return torch.tensor([[splitmix(self.seed, epoch, row, f) for f in range(factors)] for row in rows])

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,19 @@ from compound.data import Pair, Preferences, load_preferences
 from compound.devices import accelerated
 from compound.diagnostics import error, suggest
 from compound.io import write_json
-from compound.loader import load
-from compound.loss import sysdpo_loss
+from compound.loader import load, load_weights
+from compound.loss import plackett_luce_loss, rewards, sysdpo_loss
 from compound.progress import Mode, Progress
+from compound.ranking import Slot, adjacent, expand, gather
 from compound.reference import ReferenceCache
 from compound.system import CompiledSystem
+from compound.train.betas import auto_betas, given_betas
 from compound.train.candidates import CandidateStore
 from compound.train.checkpoint import Checkpointer, MetricsLog
 from compound.train.config import TrainConfig
 from compound.train.metrics import step_metrics
 from compound.train.schedule import Schedule
-from compound.types import LogRatio
+from compound.types import LogRatio, Row, Sides
 from compound.values import missing
 
 
@@ -46,10 +49,34 @@ class TrainingError(RuntimeError):
     """The run cannot go on (repeated non-finite steps); its last good checkpoint is intact."""
 
 
+@dataclass
+class Scored:
+    """A batch's system log ratios, and where each ranked list's outputs are in them (None: only pairs,
+    each scored as itself)."""
+
+    out: LogRatio
+    slots: list[list[Slot]] | None = None
+
+
+@dataclass
+class Expanded:
+    """The rows that score a batch: chosen and rejected rows, their seeds, the batch entry each came
+    from, and each ranked list's slots (None: only pairs)."""
+
+    chosen: list[Row]
+    rejected: list[Row]
+    seeds: torch.Tensor
+    owner: list[int]
+    slots: list[list[Slot]] | None
+
+
 class Trainer:
     """SysDPO training of a `.cmp` system on preference data.
 
     trainer = compound.Trainer("storyboard.cmp", data="prefs.jsonl", out="runs/x", beta=0.1, steps=200)
+
+    `weights` (a RUN/final folder) starts the policy from trained weights; the reference stays the
+    base model the `.cmp` file names (online rounds: `compound.align`).
     trainer.train()
     trainer.evaluate(held_out_pairs)
     """
@@ -62,6 +89,7 @@ class Trainer:
         config: TrainConfig | Mapping[str, Any] | None = None,
         eval_data: str | Path | None = None,
         trust_remote_code: bool = False,
+        weights: str | Path | None = None,
         **overrides: Any,
     ):
         from accelerate import Accelerator
@@ -84,12 +112,13 @@ class Trainer:
         )
         names = list(self.system.components)
         nodes = {f.node for f in self.system.system.factors}
-        for node in cfg.node_weights:
+        for node in [*cfg.node_weights, *cfg.node_betas]:
             if node not in nodes:
                 hint = suggest(node, nodes)
                 raise error(
                     "config",
-                    f"node_weights names '{node}', which is no sampled node of {self.system_path}"
+                    f"node_weights or node_betas name '{node}', which is no sampled node of "
+                    f"{self.system_path}"
                     + (
                         f"; did you mean '{hint}'?"
                         if hint
@@ -112,6 +141,14 @@ class Trainer:
             data if isinstance(data, Preferences) else load_preferences(ir_system, data, cfg.skip_invalid)
         )
         self.eval_data = load_preferences(ir_system, eval_data, cfg.skip_invalid) if eval_data else None
+        if any(p.rest for d in (self.data, self.eval_data) if d for p in d.pairs) and (
+            cfg.loss_type != "sigmoid" or cfg.nll
+        ):
+            raise error(
+                "config",
+                "ranked lists train with the Plackett-Luce loss, the sigmoid loss's generalization: "
+                "use loss_type='sigmoid' and no nll with them",
+            )
         self.schedule = Schedule(
             len(self.data.pairs),
             cfg.batch_size,
@@ -120,7 +157,12 @@ class Trainer:
             acc.process_index,
             cfg.gradient_accumulation,
         )
-        self.cache = self._reference_cache()
+        self.cache = self._reference_cache()  # of the base models: before `weights` move the policy
+        if weights is not None:
+            load_weights(self.system, weights)
+        self.node_betas = given_betas(ir_system, cfg.node_betas)
+        if cfg.auto_beta:
+            self.node_betas.update(self._auto_betas())
         groups = [
             {"params": params, "lr": cfg.learning_rates.get(name, cfg.learning_rate), "name": name}
             for name in self.trained
@@ -165,18 +207,36 @@ class Trainer:
         where = source.with_name(source.name + ".reference") if source.exists() else self.out / "reference"
         path = where / f"{key}.safetensors"
         if self.accelerator.is_main_process and not path.exists():
-            pairs = [p for d in sets for p in d.pairs]
-            cache = self.system.reference_cache(
-                [p.chosen for p in pairs], [p.rejected for p in pairs], seeds=self._seeds(pairs, 0)
-            )
+            rows = self._expand([p for d in sets for p in d.pairs], 0)
+            cache = self.system.reference_cache(rows.chosen, rows.rejected, seeds=rows.seeds)
             cache.save(path)
         self.accelerator.wait_for_everyone()
         cache = ReferenceCache.load(path)
         self.system.check_cache(cache)
         return cache
 
-    def _seeds(self, pairs: Sequence[Pair], epoch: int) -> torch.Tensor:
-        return self.schedule.seeds([p.row for p in pairs], epoch, len(self.system.system.factors))
+    def _auto_betas(self) -> dict[str, float]:
+        """`auto_beta`: surrogate nodes' betas from the reference scores of the first global batch (the
+        same on every process, and on a resumed run)."""
+        first = [self.data.pairs[k] for k in self.schedule.first_batch()]
+        rows = self._expand(first, 0)
+        with torch.no_grad():
+            scores = self.system.scores(
+                rows.chosen, rows.rejected, seeds=rows.seeds, cache=self.cache, frozen=self.frozen
+            )
+        exact = {f.node for f in self.system.system.factors if self.system.backend(f.component).exact}
+        return auto_betas(self.system.system, scores, exact, self.config.beta, self.node_betas)
+
+    def _expand(self, pairs: Sequence[Pair], epoch: int) -> Expanded:
+        """The rows to score for `pairs` and their draws' seeds: the pairs themselves, or, when some are
+        ranked lists, every list's outputs paired up, all with the list's seeds (`compound.ranking`)."""
+        seeds = self.schedule.seeds([p.row for p in pairs], epoch, len(self.system.system.factors))
+        if not any(p.rest for p in pairs):
+            chosen: list[Row] = [p.chosen for p in pairs]
+            rejected: list[Row] = [p.rejected for p in pairs]
+            return Expanded(chosen, rejected, seeds, list(range(len(pairs))), None)
+        chosen, rejected, owner, slots = expand([p.ranked for p in pairs])
+        return Expanded(chosen, rejected, seeds[owner], owner, slots)
 
     def batch(self, step: int, micro: int) -> list[Pair]:
         """This process's pairs of micro-batch `micro` of optimizer step `step`."""
@@ -184,37 +244,60 @@ class Trainer:
 
     # ------------------------------------------------------------ steps
 
-    def log_ratio(
+    def score(
         self, pairs: Sequence[Pair], epoch: int, model: torch.nn.Module | None = None, source: str = "train"
-    ) -> LogRatio:
-        """The system log ratios of `pairs`, with the draws of `epoch` (SysDPO-Sampling pairs through
-        their current candidates)."""
+    ) -> Scored:
+        """The system log ratios of `pairs` (or ranked lists), with the draws of `epoch` (SysDPO-Sampling
+        pairs through their current candidates)."""
         system = self.accelerator.unwrap_model(self.model)
         assert isinstance(system, CompiledSystem)
+        rows = self._expand(pairs, epoch)
         found = {
-            k: self.candidates.get(system.system, system.backends, p, source, self.step)
-            for k, p in enumerate(pairs)
-            if missing(system.system, p.chosen)
+            k: self.candidates.get(system.system, system.backends, pairs[rows.owner[k]], source, self.step)
+            for k, row in enumerate(rows.chosen)
+            if missing(system.system, row)
         }
         out: LogRatio = (model or self.model)(
-            [p.chosen for p in pairs],
-            [p.rejected for p in pairs],
-            seeds=self._seeds(pairs, epoch),
+            rows.chosen,
+            rows.rejected,
+            seeds=rows.seeds,
             cache=self.cache,
             frozen=self.frozen,
             candidates=found,
         )
-        return out
+        return Scored(out, rows.slots)
 
-    def loss(self, out: LogRatio) -> torch.Tensor:
+    def log_ratio(
+        self, pairs: Sequence[Pair], epoch: int, model: torch.nn.Module | None = None, source: str = "train"
+    ) -> LogRatio:
+        """The system log ratios of `pairs` (of ranked lists: of their outputs paired up, see `score`)."""
+        return self.score(pairs, epoch, model, source).out
+
+    def rewards(self, scored: Scored) -> tuple[Sides, dict[str, Sides]]:
+        """The implicit rewards (beta_n times the weighted log ratios) of each pair's better and worse
+        side, or of each ranked output and the one below it, in total and per node."""
         cfg = self.config
+        out = scored.out
+        totals = rewards(out, cfg.beta, cfg.node_weights, self.node_betas)
+        scale = {n: self.node_betas.get(n, cfg.beta) * cfg.node_weights.get(n, 1.0) for n in out.per_node}
+        per_node = {n: (scale[n] * c, scale[n] * r) for n, (c, r) in out.per_node.items()}
+        if scored.slots is None:
+            return totals, per_node
+        return adjacent(totals, scored.slots), {n: adjacent(v, scored.slots) for n, v in per_node.items()}
+
+    def loss(self, scored: Scored) -> torch.Tensor:
+        cfg = self.config
+        if scored.slots is not None:
+            chosen, rejected = rewards(scored.out, cfg.beta, cfg.node_weights, self.node_betas)
+            return plackett_luce_loss(*gather((chosen, rejected), scored.slots))
         return sysdpo_loss(
-            out,
+            scored.out,
             beta=cfg.beta,
             loss_type=cfg.loss_type,
             label_smoothing=cfg.label_smoothing,
             node_weights=cfg.node_weights,
             nll=cfg.nll,
+            node_betas=self.node_betas,
         )
 
     def train_step(self) -> dict[str, float]:
@@ -225,12 +308,12 @@ class Trainer:
         started = time.perf_counter()
         torch.manual_seed(self.schedule.step_seed(self.step))  # dropout and the like
         epoch = self.schedule.epoch(self.step)
-        outs: list[LogRatio] = []
+        outs: list[Scored] = []
         finite = True
         for micro in range(cfg.gradient_accumulation):
             last = micro == cfg.gradient_accumulation - 1
             with acc.no_sync(self.model) if not last else nullcontext(), acc.autocast():
-                out = self.log_ratio(self.batch(self.step, micro), epoch)
+                out = self.score(self.batch(self.step, micro), epoch)
                 loss = self.loss(out) / cfg.gradient_accumulation
                 finite &= bool(torch.isfinite(loss))
                 if finite:
@@ -273,31 +356,25 @@ class Trainer:
             acc.reduce(torch.tensor(float(ok), device=acc.device), reduction="sum") == self.schedule.world
         )
 
-    def _metrics(self, outs: Sequence[LogRatio]) -> dict[str, float]:
-        """This step's metrics over the global batch: every process's log ratios gathered."""
+    def _metrics(self, outs: Sequence[Scored]) -> dict[str, float]:
+        """This step's metrics over the global batch: every process's rewards gathered."""
         acc = self.accelerator
 
-        def gather(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        def gather_all(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
             gathered: torch.Tensor = acc.gather(torch.cat([t.detach() for t in tensors]))
             return gathered
 
         with torch.no_grad():
             loss = acc.reduce(torch.stack([self.loss(o) for o in outs]).mean(), reduction="mean").item()
+            found = [self.rewards(o) for o in outs]
             per_node = {
-                node: (
-                    gather([o.per_node[node][0] for o in outs]),
-                    gather([o.per_node[node][1] for o in outs]),
-                )
-                for node in outs[0].per_node
+                node: (gather_all([f[1][node][0] for f in found]), gather_all([f[1][node][1] for f in found]))
+                for node in found[0][1]
             }
-            found = step_metrics(
-                loss,
-                gather([o.chosen for o in outs]),
-                gather([o.rejected for o in outs]),
-                per_node,
-                self.config.beta,
+            metrics = step_metrics(
+                loss, gather_all([f[0][0] for f in found]), gather_all([f[0][1] for f in found]), per_node
             )
-        return {"step": self.step + 1, "epoch": self.step / self.steps_per_epoch, **found}
+        return {"step": self.step + 1, "epoch": self.step / self.steps_per_epoch, **metrics}
 
     # ------------------------------------------------------------ the run
 
@@ -310,7 +387,12 @@ class Trainer:
         elif acc.is_main_process:
             self.metrics_log.clear()
         if acc.is_main_process:
-            run = {"system": str(self.system_path.resolve()), "data": self.data.source, **cfg.model_dump()}
+            run = {
+                "system": str(self.system_path.resolve()),
+                "data": self.data.source,
+                **cfg.model_dump(),
+                "betas": self.node_betas,  # every node's own beta, the .cmp file's and auto_beta's included
+            }
             write_json(self.out / "config.json", run)
         acc.init_trackers("compound", config=_flat(cfg.model_dump()))
         last: dict[str, float] = {}
@@ -340,18 +422,16 @@ class Trainer:
         return last
 
     def evaluate(self, pairs: Sequence[Pair]) -> dict[str, float]:
-        """Preference accuracy and mean margin (beta times the log-ratio gap) on held-out pairs.
+        """Preference accuracy and mean margin (the implicit rewards' gap) on held-out pairs (of ranked
+        lists: over each output and the one ranked below it).
 
         With reference='cached', the pairs must be in the cache: pass them as `eval_data`.
         """
         model = self.accelerator.unwrap_model(self.model)
         with torch.no_grad():
-            out = self.log_ratio(pairs, 0, model, source="eval")
-        margin = out.chosen - out.rejected
-        return {
-            "accuracy": (margin > 0).float().mean().item(),
-            "margin": self.config.beta * margin.mean().item(),
-        }
+            (better, worse), _ = self.rewards(self.score(pairs, 0, model, source="eval"))
+        margin = better - worse
+        return {"accuracy": (margin > 0).float().mean().item(), "margin": margin.mean().item()}
 
     # ------------------------------------------------------------ saving
 

@@ -1,44 +1,13 @@
-"""Scorers: one number for a whole sampled row, to pair samples into preferences and pick best-of-N.
-
-A scorer is any callable `row -> float` (higher is better), where a row is what
-`CompiledSystem.sample` returns: node names to values, plates as lists, images
-as PIL images or paths. It may also have `details(row) -> dict` for reports.
-Scorers are found by name: the built-ins below, then the `compound.scorers`
-entry-point group, whose entry points name a class or factory called with the
-scorer's options:
-
-    # pyproject.toml of your package
-    [project.entry-points."compound.scorers"]
-    length = "my_package.scoring:Length"
-
-    # my_package/scoring.py
-    class Length:
-        def __init__(self, field: str = "final"):
-            self.field = field
-        def __call__(self, row) -> float:
-            return -len(row[self.field])
-
-    $ compound pairs samples/ --scorer length --option field=answer --out prefs.jsonl
-"""
+"""Scorers by rule: the progression of an attribute over a plate of images (the paper's first
+experiment) and exact match against a reference answer."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
-from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-
-from compound.diagnostics import error
-
-ENTRY_POINT_GROUP = "compound.scorers"
-
-
-class Scorer(Protocol):
-    def __call__(self, row: Mapping[str, Any]) -> float: ...
-
 
 # ---------------------------------------------------------------- attribute measures
 
@@ -183,23 +152,3 @@ class ExactMatch:
         return float(
             str(row.get(self.field, "")).strip().casefold() == str(row[self.answer]).strip().casefold()
         )
-
-
-SCORERS: dict[str, Callable[..., Scorer]] = {"progression": Progression, "exact_match": ExactMatch}
-
-
-@cache
-def _plugins() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in SCORERS}
-
-
-def scorer(name: str, **options: Any) -> Scorer:
-    """The scorer called `name`, made with `options`; a clear error for an unknown name or option."""
-    factory = SCORERS.get(name) or (_plugins()[name].load() if name in _plugins() else None)
-    if factory is None:
-        known = ", ".join([*SCORERS, *sorted(_plugins())])
-        raise error("config", f"no scorer named {name!r} (scorers: {known})")
-    try:
-        return factory(**options)
-    except (TypeError, ValueError) as e:
-        raise error("config", f"scorer {name!r}: {e}") from None
