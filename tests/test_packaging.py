@@ -43,6 +43,27 @@ def test_wheel_puts_no_generic_top_level_names_into_site_packages(wheel):
     assert not any(n.startswith(("grammar/", "backends/", "demos/", "tests/", "examples/")) for n in names)
 
 
+def test_every_package_of_the_source_tree_is_listed_in_pyproject():
+    """The packages are listed by hand in pyproject.toml; setuptools ships an unlisted subpackage as
+    data with only a warning, so a new one left out would go unnoticed."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {
+        "compound": "compound",
+        "compound.grammar": "grammar",
+        "compound.backends": "backends",
+        "compound_demos": "demos",
+    }
+    found = {
+        ".".join([name, *f.parent.relative_to(ROOT / folder).parts])
+        for name, folder in roots.items()
+        for f in (ROOT / folder).rglob("__init__.py")
+        if "__pycache__" not in f.parts
+    }
+    assert found == listed
+
+
 def test_wheel_ships_the_quick_demos_base_checkpoints(wheel):
     """`compound demo --quick` starts from them; they are package data in folders that setuptools sees as
     namespace packages (its build warns so), which a change in its discovery could silently drop."""
