@@ -47,6 +47,7 @@ from compound.io import atomic_write, write_json
 from compound.pairing import pairs
 from compound.rewrite import with_folders
 from compound.sample_files import sample_inputs
+from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
 from compound.seeds import splitmix
 from compound.train import TrainConfig, Trainer
@@ -94,11 +95,17 @@ def read_inputs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def align(
-    config: AlignConfig, out: str | Path, resume: bool = False, trust_remote_code: bool = False
+    config: AlignConfig,
+    out: str | Path,
+    resume: bool = False,
+    trust_remote_code: bool = False,
+    scorer: Scorer | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or, with `resume`, finish) the rounds; return the summary, one dict per round."""
+    """Run (or, with `resume`, finish) the rounds; return the summary, one dict per round. A `scorer`
+    object (from Python) replaces the one `config.scorer` names, which then only labels the run."""
     out = Path(out)
-    run = _Run(config, out, trust_remote_code)  # reads the inputs and makes the scorer: mistakes show now
+    # reads the inputs and makes the scorer: mistakes show now, before anything is written
+    run = _Run(config, out, trust_remote_code, scorer)
     _settle(config, out, resume)
     run.start()
     summary = [run.round(k) for k in range(1, config.rounds + 1)]
@@ -123,12 +130,13 @@ def _settle(config: AlignConfig, out: Path, resume: bool) -> None:
 class _Run:
     """One online run's stages, each skipped when its outputs exist."""
 
-    def __init__(self, config: AlignConfig, out: Path, trust_remote_code: bool):
+    def __init__(self, config: AlignConfig, out: Path, trust_remote_code: bool, scorer: Scorer | None):
         self.config, self.out, self.trust = config, out, trust_remote_code
         self.inputs = read_inputs(config.inputs)
         self.held = read_inputs(config.eval) if config.eval else None
         self.options = {name: {"lora": spec} for name, spec in config.train.lora.items()}
-        self.scorer = find_scorer(config.scorer, **config.scorer_options)  # loaded once for the whole run
+        # loaded once for the whole run
+        self.scorer = scorer if scorer is not None else find_scorer(config.scorer, **config.scorer_options)
         self.system: Path = Path(config.system)  # what the current round starts from
         self.weights: Path | None = None
         self.baseline: dict[str, Any] | None = None

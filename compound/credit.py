@@ -28,6 +28,7 @@ from compound.diagnostics import error
 from compound.io import atomic_write, write_json
 from compound.rewrite import with_folders
 from compound.sample_files import sample_inputs
+from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
 from compound.seeds import splitmix
 from compound.train.checkpoint import RUN_FILE
@@ -72,12 +73,13 @@ def trained_folders(
 def credit(
     run: str | Path,
     eval_inputs: str | Path,
-    scorer: str | None = None,
+    scorer: str | Scorer | None = None,
     scorer_options: Mapping[str, Any] | None = None,
     eval_samples: int | None = None,
     trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
-    """Score every variant on the held-out inputs; write RUN/credit/credit.json and CREDIT.md."""
+    """Score every variant on the held-out inputs; write RUN/credit/credit.json and CREDIT.md. `scorer`
+    is a name or file, or (from Python) a scorer object, as `compound.align.align` takes."""
     run = Path(run)
     system, found, settings = trained_folders(run, trust_remote_code)
     order = [c.name for c in compile_file(system).components]
@@ -87,7 +89,7 @@ def credit(
             raise error("config", "give --scorer: a `compound train` run does not record one")
         scorer, scorer_options = settings["scorer"], {**settings["scorer_options"], **(scorer_options or {})}
     held = read_inputs(eval_inputs)
-    score = find_scorer(scorer, **dict(scorer_options or {}))
+    score = find_scorer(scorer, **dict(scorer_options or {})) if isinstance(scorer, str) else scorer
     samples = eval_samples or settings.get("eval_samples", 1)
     seed = settings.get("seed", 0)
     variants: dict[str, dict[str, Path]] = {"base": {}, "trained": dict(folders)}

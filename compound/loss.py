@@ -25,7 +25,8 @@ beta_n * r_k,n the implicit reward of output k:
 
     ranked   -sum over k < N - 1 of  log( exp(h_k) / sum over j >= k of exp(h_j) )
 
-which for N = 2 is the sigmoid loss of the pair.
+which for N = 2 is the sigmoid loss of the pair; `nll` then applies to each
+list's best output.
 
 `nll=alpha` adds alpha times the negative log-likelihood of the chosen side's
 language-model nodes, averaged over their tokens: TRL's `sft` loss, which
@@ -36,7 +37,7 @@ LLM node's likelihood onto malformed outputs (docs/moa.md shows it happen).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -127,13 +128,15 @@ def plackett_luce_loss(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
     return -torch.where(chosen, padded - tails, torch.zeros_like(padded)).sum(-1).mean()
 
 
-def chosen_nll(out: LogRatio) -> torch.Tensor:
-    """Negative log-likelihood of the chosen side's language-model nodes, per token."""
+def chosen_nll(out: LogRatio, pairs: Sequence[int] | None = None) -> torch.Tensor:
+    """Negative log-likelihood of the chosen side's language-model nodes, per token (of the pairs at
+    `pairs` only, when given: a ranked list's best output is the chosen side of its first pair)."""
     nodes = [n for n in out.policy if n in out.exact]  # in factor order: the same sum on every run
     if not nodes:
         return torch.zeros((), device=out.chosen.device)
-    logps = total(out.policy[n][0].sum() for n in nodes)
-    tokens = total(out.sizes[n][0].sum() for n in nodes)
+    pick = slice(None) if pairs is None else torch.tensor(list(pairs), dtype=torch.long)
+    logps = total(out.policy[n][0][pick].sum() for n in nodes)
+    tokens = total(out.sizes[n][0][pick].sum() for n in nodes)
     return -logps / tokens
 
 

@@ -37,13 +37,21 @@ def demo(
     cache: Annotated[
         Path | None, typer.Option(help="Where pretrained base models are kept (~/.cache/compound/demo).")
     ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="How the trained rows train: online (rounds of `compound align` from the current system) "
+            "or one-round (the paper's: once, on pairs of the base system's samples)."
+        ),
+    ] = "online",
 ) -> None:
-    """Reproduce a paper experiment end to end with tiny models: pairs, five methods, seeds, RESULTS.md."""
+    """Reproduce a paper experiment end to end with tiny models: pairs, the methods, seeds, RESULTS.md."""
     from compound_demos import demo_task
     from compound_demos.protocol import run
 
     experiment = demo_task(task)
     settings = experiment.settings(quick=quick, seeds=tuple(seeds) if seeds else None)
+    settings.protocol = protocol
     results = run(experiment, out or Path("runs") / task, settings, cache=cache, console=console)
     console.print(results.read_text(), markup=False, highlight=False)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from compound_demos import progression as world
 from compound_demos.evaluate import pair_fidelity, score, summarize
-from compound_demos.protocol import Column, Settings, Task, paper_methods, training
+from compound_demos.protocol import Column, Settings, Task, online_methods, paper_methods, training
 
 from compound import TrainConfig
 from compound.grammar import quote
@@ -53,7 +53,12 @@ class ProgressionSettings(Settings):
 class Progression(Task):
     name = "progression"
     title = "the progression experiment"
-    methods = paper_methods(("writer only", "writer"), ("painter only", "painter"))
+    methods = (
+        *paper_methods(("writer only", "writer"), ("painter only", "painter")),
+        # no ranked-list row: at about 2 minutes a seed it would take the default run past 20 minutes;
+        # the mixture-of-agents demos have one
+        *online_methods(("writer only", "writer"), ("painter only", "painter"), ranked=False),
+    )
     columns = (
         Column("preference score q", "q"),
         Column("order consistency", "order", percent=True, digits=0),
@@ -66,7 +71,11 @@ class Progression(Task):
     def settings(self, quick: bool, seeds: tuple[int, ...] | None) -> ProgressionSettings:
         if quick:
             settings = ProgressionSettings(
-                seeds=seeds or (0,), rounds=3, eval_samples=4, train_requests=30, pretrain=()
+                seeds=seeds or (0,),
+                rounds=3,
+                eval_samples=4,
+                train_requests=30,
+                pretrain=(),
             )
             settings.train = settings.train.model_copy(update={"steps": 80})
             return settings

@@ -38,22 +38,45 @@ import torch
 from rich.console import Console
 
 from compound import CompiledSystem, TrainConfig, Trainer, load
+from compound.align import AlignConfig, align
+from compound.credit import credit
 from compound.diagnostics import error
 from compound.pairing import pairs
 from compound.report import report
 from compound.samples import Sample, read, write
+from compound.scorers import Scorer
 from compound.seeds import splitmix
 
 
 @dataclass(frozen=True)
 class Method:
     """One row of the table: which components train (none: the base system), how many samples the scorer
-    picks from, and the NLL weight when it differs from the settings'."""
+    picks from, and the NLL weight when it differs from the settings'. With `online` rounds the method
+    trains through `compound align`: each round samples the current system (with `pairing`: best
+    against worst, or each group of samples as one `ranked` list); with 0, on the pairs of the base
+    system's samples (the one-round protocol)."""
 
     name: str
     train: tuple[str, ...] = ()
     best_of: int = 1
     nll: float | None = None
+    online: int = 0
+    pairing: str = "best-worst"
+    auto_beta: bool = False
+    node_betas: tuple[tuple[str, float], ...] = ()
+    credit: bool = False  # run `compound credit` on the first seed's online run
+
+    def config(self, settings: Settings, seed: int) -> TrainConfig:
+        """The training settings of this row: the run's, with its components, seed, NLL and betas."""
+        return settings.train.model_copy(
+            update={
+                "train": list(self.train),
+                "seed": seed,
+                "nll": settings.train.nll if self.nll is None else self.nll,
+                "auto_beta": self.auto_beta,
+                "node_betas": dict(self.node_betas),
+            }
+        )
 
     @property
     def folder(self) -> str:
@@ -70,6 +93,36 @@ def paper_methods(first: tuple[str, str], second: tuple[str, str]) -> tuple[Meth
         Method(second[0], (second[1],)),
         Method("SysDPO (joint)", (first[1], second[1])),
     )
+
+
+#: How the trained rows train (`Settings.protocol`).
+PROTOCOLS = ("online", "one-round")
+
+
+def runs_in(method: Method, protocol: str) -> bool:
+    """Whether a row belongs to a protocol: the untrained rows to both, trained ones to theirs."""
+    return not method.train or (method.online > 0) == (protocol == "online")
+
+
+#: Rounds of the online rows (`compound align`), with the one-round protocol's budget.
+ONLINE = 3
+
+
+def online_methods(
+    first: tuple[str, str], second: tuple[str, str], ranked: bool = True
+) -> tuple[Method, ...]:
+    """The loop practitioners run: online rounds from the current system, each component alone and
+    both jointly, with best-against-worst pairs; and (`ranked`) jointly with ranked lists."""
+    both = (first[1], second[1])
+    rows = (
+        Method(f"{first[0]}, {ONLINE} online rounds", (first[1],), online=ONLINE),
+        Method(f"{second[0]}, {ONLINE} online rounds", (second[1],), online=ONLINE),
+        Method(f"SysDPO (joint), {ONLINE} online rounds", both, online=ONLINE, credit=True),
+    )
+    lists = Method(
+        f"SysDPO (joint), {ONLINE} online rounds, ranked lists", both, online=ONLINE, pairing="ranked"
+    )
+    return (*rows, lists) if ranked else rows
 
 
 @dataclass(frozen=True)
@@ -112,6 +165,10 @@ class Settings:
     evaluate_on: str = "held"  # for tuning without peeking: "validation" (see `requests`) or "train"
     eval_requests: int | None = None  # a random subset of the evaluation requests (None: all)
     showcase: tuple[str, ...] = ()  # the held-out requests shown under every method
+    skip: tuple[str, ...] = ()  # methods left out (by name), e.g. to keep a test short
+    # "online": trained rows run rounds of `compound align` from the current system (the `online` methods);
+    # "one-round": the paper's protocol, trained once on pairs of the base system's samples
+    protocol: str = "online"
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data (training: what differs from TrainConfig's defaults)."""
@@ -234,6 +291,77 @@ def make_pairs(
     return path, len(made.pairs)
 
 
+def request_scorer(task: Task, requests: Sequence[Any]) -> Scorer:
+    """The task's score as a `compound` scorer of sampled rows: each row's request found by its inputs."""
+    by_inputs = {json.dumps(r.inputs, sort_keys=True): r for r in requests}
+    keys = list(requests[0].inputs)
+
+    def score(row: Mapping[str, Any]) -> float:
+        return task.score(row, by_inputs[json.dumps({k: row[k] for k in keys}, sort_keys=True)])
+
+    return score
+
+
+def credit_of(task: Task, online: Path, held: Sequence[Any], settings: Settings) -> dict[str, float]:
+    """`compound credit` of an online run on the held-out requests: the mean score of the base system,
+    the trained one, and the trained one with each trained component reverted."""
+    path = online.parent / "held.jsonl"
+    path.write_text("".join(json.dumps(r.inputs) + "\n" for r in held))
+    table = credit(online, path, scorer=request_scorer(task, held), eval_samples=settings.eval_samples)
+    return {row["system"]: row["mean_score"] for row in table}
+
+
+def train_online(
+    task: Task,
+    cmp: Path,
+    method: Method,
+    settings: Settings,
+    seed: int,
+    folder: Path,
+    requests: Sequence[Any],
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Train a method in `method.online` rounds of `compound align`, with the budget of the one-round
+    protocol: the same training steps in all, each request sampled as often (its `settings.rounds` x
+    `settings.samples` samples spread over the rounds, each round's scored as one group), and as many
+    outputs scored per step (a ranked list of n outputs counts as n / 2 pairs). Returns the last round's
+    weights and the summary."""
+    rounds = method.online
+    samples = max(1, settings.rounds // rounds) * settings.samples
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = folder / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps(r.inputs) + "\n" for r in requests))
+    steps = settings.train.steps or 1
+    batch = settings.train.batch_size
+    if method.pairing == "ranked":
+        batch = max(1, batch * 2 // samples)
+    config = AlignConfig(
+        system=str(cmp),
+        inputs=str(inputs),
+        scorer=f"{task.name} (the demo's own)",  # a label: the scorer is the object below
+        rounds=rounds,
+        samples=samples,
+        pairing=method.pairing,
+        min_gap=1e-6,
+        min_chosen=settings.min_chosen,
+        seed=seed,
+        train=method.config(settings, seed).model_copy(
+            update={"steps": max(1, steps // rounds), "batch_size": batch}
+        ),
+    )
+    summary = align(
+        config,
+        folder / "online",
+        resume=(folder / "online" / "align.json").exists(),
+        scorer=request_scorer(task, requests),
+    )
+    trained = [r["round"] for r in summary if "loss" in r]
+    if not trained:
+        raise error("config", f"{method.name}: no round of the online run found a preference pair")
+    final = folder / "online" / f"round-{trained[-1]}" / "train"
+    report(final)
+    return final / "final", summary
+
+
 def evaluate(
     task: Task, system: CompiledSystem, requests: Sequence[Any], settings: Settings, seed: int, best_of: int
 ) -> dict[str, float]:
@@ -260,6 +388,8 @@ def run(
 ) -> Path:
     """Run the whole protocol into `out`; returns the path of RESULTS.md."""
     settings = settings or task.settings(quick=False, seeds=None)
+    if settings.protocol not in PROTOCOLS:
+        raise error("config", f"protocol {settings.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     console = console or Console(stderr=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,8 +400,11 @@ def run(
         train_requests = random.Random(0).sample(train_requests, settings.train_requests)
     if settings.eval_requests:
         held = random.Random(1).sample(held, settings.eval_requests)
-    results: dict[str, list[dict[str, float]]] = {m.name: [] for m in task.methods}
+    methods = [m for m in task.methods if m.name not in settings.skip and runs_in(m, settings.protocol)]
+    results: dict[str, list[dict[str, float]]] = {m.name: [] for m in methods}
     made: dict[int, str] = {}  # per seed: the number of pairs, and what the task says of them
+    online: dict[str, list[list[float]]] = {}  # per online method and seed: the training samples' mean score
+    credits: dict[str, dict[str, float]] = {}  # per method with `credit`: each variant's mean score
     shown: dict[str, list[dict[str, Any]]] = {}
     showcase = [r for r in held if r.text in settings.showcase]
     if len(showcase) < len(settings.showcase):  # e.g. when scoring on the validation split
@@ -280,26 +413,35 @@ def run(
     for seed in settings.seeds:
         folder = out / f"seed-{seed}"
         base = load(cmp)
-        console.print(
-            f"[bold]seed {seed}[/]: pairs from {len(train_requests)} training requests x "
-            f"{settings.samples} samples x {settings.rounds} rounds"
-        )
-        prefs, count = make_pairs(task, base, train_requests, settings, seed, folder)
-        described = task.describe_pairs(prefs)
-        detail = f" ({described})" if described else ""
-        made[seed] = f"{count}{detail}"
-        console.print(
-            f"  {count} pairs{detail}; evaluating on {len(held)} held-out requests x {settings.eval_samples}"
-        )
-        for method in task.methods:
+        console.print(f"[bold]seed {seed}[/]: {len(train_requests)} training requests, {settings.protocol}")
+        prefs = folder / "prefs.jsonl"
+        if any(m.train and not m.online for m in methods):
+            console.print(
+                f"  pairs from {len(train_requests)} training requests x {settings.samples} samples x "
+                f"{settings.rounds} rounds"
+            )
+            prefs, count = make_pairs(task, base, train_requests, settings, seed, folder)
+            described = task.describe_pairs(prefs)
+            made[seed] = f"{count}" + (f" ({described})" if described else "")
+            console.print(f"  {made[seed]} pairs")
+        console.print(f"  evaluating on {len(held)} held-out requests x {settings.eval_samples}")
+        for method in methods:
             system = base
-            if method.train:
+            if method.train and method.online:
+                run_dir = folder / method.folder
+                console.print(
+                    f"  training {method.name}: {method.online} rounds, {settings.train.steps} steps"
+                )
+                weights, summary = train_online(task, cmp, method, settings, seed, run_dir, train_requests)
+                online.setdefault(method.name, []).append([r["train_mean_score"] for r in summary])
+                system = load(cmp, weights=weights)
+                if method.credit and seed == settings.seeds[0]:
+                    console.print(f"  credit of {method.name}")
+                    credits[method.name] = credit_of(task, run_dir / "online", held, settings)
+            elif method.train:
                 run_dir = folder / method.folder
                 console.print(f"  training {method.name}: {settings.train.steps} steps")
-                nll = settings.train.nll if method.nll is None else method.nll
-                Trainer(
-                    cmp, prefs, run_dir, settings.train, train=list(method.train), seed=seed, nll=nll
-                ).train()
+                Trainer(cmp, prefs, run_dir, method.config(settings, seed)).train()
                 report(run_dir)
                 system = load(cmp, weights=run_dir / "final")
             results[method.name].append(evaluate(task, system, held, settings, seed, method.best_of))
@@ -312,13 +454,43 @@ def run(
     minutes = (time.perf_counter() - started) / 60
     path = out / "RESULTS.md"
     path.write_text(
-        results_md(task, results, settings, minutes, showing, len(train_requests), len(held), made)
+        results_md(
+            task, results, settings, minutes, showing, len(train_requests), len(held), made, online, credits
+        )
     )
     (out / "results.json").write_text(
-        json.dumps({"settings": settings.as_dict(), "results": results, "pairs": made}, indent=2)
+        json.dumps(
+            {
+                "settings": settings.as_dict(),
+                "results": results,
+                "pairs": made,
+                "online": online,
+                "credit": credits,
+            },
+            indent=2,
+        )
     )
     console.print(f"wrote {path} ({minutes:.1f} minutes)")
     return path
+
+
+def protocol(settings: Settings, train: int) -> str:
+    """The RESULTS.md sentence on how the trained rows trained."""
+    if settings.protocol == "one-round":
+        return (
+            f"Trained rows: pairs of the base system's samples, from {train} training requests x "
+            f"{settings.samples} samples x {settings.rounds} rounds (best against worst), "
+            f"{settings.train.steps} steps."
+        )
+    samples = max(1, settings.rounds // ONLINE) * settings.samples
+    steps = max(1, (settings.train.steps or 1) // ONLINE)
+    lists = max(1, settings.train.batch_size * 2 // samples)
+    return (
+        f"Trained rows: {ONLINE} rounds of `compound align` from the current system (reference: the base "
+        f"system), each sampling {train} training requests x {samples} and pairing each request's best "
+        f"against its worst (or ranking them all: ranked lists), {steps} steps per round (ranked lists: "
+        f"{lists} lists per batch, as many outputs as the pairs' batches)."
+    )
 
 
 def results_md(
@@ -330,6 +502,8 @@ def results_md(
     train: int,
     held: int,
     made: Mapping[int, str],
+    online: Mapping[str, Sequence[Sequence[float]]],
+    credits: Mapping[str, Mapping[str, float]],
 ) -> str:
     def cell(method: str, column: Column) -> str:
         (scale, unit), digits = (100, "%") if column.percent else (1, ""), column.digits
@@ -341,25 +515,55 @@ def results_md(
 
     quick = not settings.pretrain
     default = task.settings(quick=quick, seeds=None)
-    flags = (" --quick" if quick else "") + (
-        "".join(f" --seeds {s}" for s in settings.seeds) if settings.seeds != default.seeds else ""
+    flags = (
+        (" --quick" if quick else "")
+        + ("".join(f" --seeds {s}" for s in settings.seeds) if settings.seeds != default.seeds else "")
+        + (f" --protocol {settings.protocol}" if settings.protocol != default.protocol else "")
     )
-    same = replace(settings, seeds=default.seeds) == default
+    same = replace(settings, seeds=default.seeds, protocol=default.protocol) == default
     lines = [
         f"# compound demo: {task.title}",
         "",
         f"Command: `compound demo {task.name}{flags}`{'' if same else ' (settings changed in Python)'} "
         f"({minutes:.1f} minutes on this machine, base models "
         f"{'shipped' if quick else 'pretrained or cached'}).",
-        f"Pairs from {train} training requests x {settings.samples} samples x {settings.rounds} rounds (best "
-        f"against worst); evaluation on {held} held-out requests x {settings.eval_samples} samples, the same "
-        f"draws for every method. Mean{' ± standard deviation' if len(settings.seeds) > 1 else ''} "
-        f"over seeds {' '.join(map(str, settings.seeds))}.",
-        "Pairs per seed: " + "; ".join(f"seed {seed}: {text}" for seed, text in made.items()) + ".",
+        protocol(settings, train),
+        f"Evaluation on {held} held-out requests x {settings.eval_samples} samples, the same draws for every "
+        f"method. Mean{' ± standard deviation' if len(settings.seeds) > 1 else ''} over seeds "
+        f"{' '.join(map(str, settings.seeds))}.",
+    ]
+    if made:
+        lines.append(
+            "Pairs per seed: " + "; ".join(f"seed {seed}: {text}" for seed, text in made.items()) + "."
+        )
+    lines += [
         "",
         "| method | " + " | ".join(c.header for c in task.columns) + " |",
         "|---|" + "---|" * len(task.columns),
     ]
     lines += [f"| {m} | " + " | ".join(cell(m, c) for c in task.columns) + " |" for m in results]
+    if online:
+        lines += [
+            "",
+            "The online rows' training samples, mean score by round (the current system's samples; mean "
+            "over seeds):",
+            "",
+        ]
+        lines += [
+            f"- {m}: " + " -> ".join(f"{statistics.fmean(r):.2f}" for r in zip(*by_seed, strict=True))
+            for m, by_seed in online.items()
+        ]
+    if credits:
+        variants = list(next(iter(credits.values())))
+        lines += [
+            "",
+            f"Credit (`compound credit`, seed {settings.seeds[0]}): the held-out mean score of the base "
+            "system, the trained one, and the trained one with each trained component reverted to its base "
+            "model (the same draws):",
+            "",
+            "| method | " + " | ".join(variants) + " |",
+            "|---|" + "---|" * len(variants),
+            *(f"| {m} | " + " | ".join(f"{v[k]:.3f}" for k in variants) + " |" for m, v in credits.items()),
+        ]
     lines += ["", f"Settings: {json.dumps(settings.as_dict())}", "", showing, ""]
     return "\n".join(lines)

@@ -47,8 +47,10 @@ STAGES = [
 #: What the demos (and any package built on compound) may import: the public API.
 PUBLIC = {
     "compound",
+    "compound.align",
     "compound.backends.denoiser",
     "compound.backends.fn",
+    "compound.credit",
     "compound.diagnostics",
     "compound.grammar",
     "compound.pairing",

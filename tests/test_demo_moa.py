@@ -63,15 +63,36 @@ def test_quick_demo_writes_every_row(tmp_path):
     from compound import load
 
     demo = moa.MixtureOfAgents()
-    results = run(demo, tmp_path / "moa", demo.settings(quick=True, seeds=None))
+    settings = demo.settings(quick=True, seeds=None)
+    ranked = "SysDPO (joint), 3 online rounds, ranked lists"  # of the trained rows, the two run here
+    settings.skip = tuple(
+        m.name for m in demo.methods if m.train and m.name not in (ranked, moa.BALANCED.name)
+    )
+    results = run(demo, tmp_path / "moa", settings)
     text = results.read_text()
     assert "compound demo moa --quick`" in text
-    for method in demo.methods:
+    assert "rounds of `compound align`" in text and f"- {ranked}: " in text
+    run_ = [m for m in demo.methods if m.name not in settings.skip]
+    assert [m.name for m in run_] == ["before alignment", "best-of-4", ranked, moa.BALANCED.name]
+    balanced = json.loads(
+        (
+            tmp_path / "moa" / "seed-0" / run_[-1].folder / "online" / "round-1" / "train" / "config.json"
+        ).read_text()
+    )
+    assert balanced["betas"] == {"final": 0.02} and balanced["beta"] == 0.2  # the others: the shared beta
+    credit = json.loads((tmp_path / "moa" / "results.json").read_text())["credit"]
+    variants = ["base", "trained", "trained, proposer reverted", "trained, aggregator reverted"]
+    assert list(credit) == [moa.BALANCED.name] and list(credit[moa.BALANCED.name]) == variants
+    assert f"| {moa.BALANCED.name} | " in text
+    for method in run_:
         row = next(line for line in text.splitlines() if line.startswith(f"| {method.name} |"))
         numbers = re.findall(r"\d+(?:\.\d+)?", row.split("|", 2)[2])
         assert len(numbers) == 4 and all(0 <= float(x) <= 100 and math.isfinite(float(x)) for x in numbers)
-        if method.train:
-            assert (tmp_path / "moa" / "seed-0" / method.folder / "report" / "loss.png").exists()
+    online = tmp_path / "moa" / "seed-0" / run_[-2].folder / "online"  # three rounds, each trained
+    rounds = [json.loads(line) for line in (online / "summary.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2, 3] and all("loss" in r for r in rounds)
+    assert (online / "round-1" / "pairs.jsonl").read_text().count('"ranked"') > 0
+    assert (online / "round-3" / "train" / "report" / "loss.png").exists()
     data = json.loads((tmp_path / "moa" / "results.json").read_text())
     before = data["results"]["before alignment"][0]
     assert before["majority"] > before["proposer"]  # the task's premise: voting fixes proposers' errors
@@ -105,6 +126,9 @@ def test_unknown_demo_is_a_clear_error():
     assert result.exit_code == 1
     assert "unknown demo 'nope': the demos are: progression, moa, moa2" in result.output
     assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["demo", "moa", "--quick", "--protocol", "twice"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "protocol 'twice': expected one of online, one-round" in result.output
 
 
 def test_shipped_two_layer_base_system_runs_and_refining_helps(tmp_path):

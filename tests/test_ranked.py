@@ -175,6 +175,18 @@ def test_ranked_lists_refuse_losses_other_than_plackett_luce(setup, tmp_path):
         Trainer(setup["cmp"], setup["ranked"], tmp_path / "run", steps=1, loss_type="hinge", **QUIET)
 
 
+def test_the_nll_of_a_ranked_list_is_that_of_its_best_output(setup):
+    """A list of two with nll is its pair with nll: the NLL of the best output's LM nodes, per token."""
+    losses = []
+    for name in ("pairs", "two"):
+        trainer = moved(
+            Trainer(setup["cmp"], setup[name], setup["root"] / f"n{name}", steps=1, nll=0.5, **QUIET)
+        )
+        with torch.no_grad():
+            losses.append(trainer.loss(trainer.score(trainer.data.pairs[:6], 0)).item())
+    assert losses[1] == pytest.approx(losses[0], abs=1e-6)
+
+
 def test_pairs_ranked_keeps_one_list_per_input_best_first_without_ties():
     found = [
         Sample("0-0", {"q": "a"}, {"v": "x"}, 0.2),

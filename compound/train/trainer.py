@@ -30,7 +30,7 @@ from compound.devices import accelerated
 from compound.diagnostics import error, suggest
 from compound.io import write_json
 from compound.loader import load, load_weights
-from compound.loss import plackett_luce_loss, rewards, sysdpo_loss
+from compound.loss import chosen_nll, plackett_luce_loss, rewards, sysdpo_loss
 from compound.progress import Mode, Progress
 from compound.ranking import Slot, adjacent, expand, gather
 from compound.reference import ReferenceCache
@@ -141,13 +141,14 @@ class Trainer:
             data if isinstance(data, Preferences) else load_preferences(ir_system, data, cfg.skip_invalid)
         )
         self.eval_data = load_preferences(ir_system, eval_data, cfg.skip_invalid) if eval_data else None
-        if any(p.rest for d in (self.data, self.eval_data) if d for p in d.pairs) and (
-            cfg.loss_type != "sigmoid" or cfg.nll
+        if (
+            any(p.rest for d in (self.data, self.eval_data) if d for p in d.pairs)
+            and cfg.loss_type != "sigmoid"
         ):
             raise error(
                 "config",
                 "ranked lists train with the Plackett-Luce loss, the sigmoid loss's generalization: "
-                "use loss_type='sigmoid' and no nll with them",
+                "use loss_type='sigmoid' with them",
             )
         self.schedule = Schedule(
             len(self.data.pairs),
@@ -289,7 +290,10 @@ class Trainer:
         cfg = self.config
         if scored.slots is not None:
             chosen, rejected = rewards(scored.out, cfg.beta, cfg.node_weights, self.node_betas)
-            return plackett_luce_loss(*gather((chosen, rejected), scored.slots))
+            loss = plackett_luce_loss(*gather((chosen, rejected), scored.slots))
+            if cfg.nll:  # on each list's best output: the chosen side of the list's first pair
+                loss = loss + cfg.nll * chosen_nll(scored.out, [mine[0][0] for mine in scored.slots])
+            return loss
         return sysdpo_loss(
             scored.out,
             beta=cfg.beta,
