@@ -169,6 +169,7 @@ class Settings:
     # "online": trained rows run rounds of `compound align` from the current system (the `online` methods);
     # "one-round": the paper's protocol, trained once on pairs of the base system's samples
     protocol: str = "online"
+    online: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields the online rows use instead
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data (training: what differs from TrainConfig's defaults)."""
@@ -345,7 +346,7 @@ def train_online(
         min_chosen=settings.min_chosen,
         seed=seed,
         train=method.config(settings, seed).model_copy(
-            update={"steps": max(1, steps // rounds), "batch_size": batch}
+            update={"steps": max(1, steps // rounds), "batch_size": batch, **settings.online}
         ),
     )
     summary = align(
@@ -489,7 +490,8 @@ def protocol(settings: Settings, train: int) -> str:
         f"Trained rows: {ONLINE} rounds of `compound align` from the current system (reference: the base "
         f"system), each sampling {train} training requests x {samples} and pairing each request's best "
         f"against its worst (or ranking them all: ranked lists), {steps} steps per round (ranked lists: "
-        f"{lists} lists per batch, as many outputs as the pairs' batches)."
+        f"{lists} lists per batch, as many outputs as the pairs' batches)"
+        + (f", with {json.dumps(settings.online)}." if settings.online else ".")
     )
 
 
