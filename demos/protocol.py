@@ -312,6 +312,14 @@ def credit_of(task: Task, online: Path, held: Sequence[Any], settings: Settings)
     return {row["system"]: row["mean_score"] for row in table}
 
 
+def online_budget(settings: Settings, rounds: int) -> tuple[int, int, int]:
+    """The one-round protocol's budget spread over `rounds`: samples per request and round, steps per
+    round, and ranked lists per batch (as many outputs as a batch of pairs)."""
+    samples = max(1, settings.rounds // rounds) * settings.samples
+    steps = max(1, (settings.train.steps or 1) // rounds)
+    return samples, steps, max(1, settings.train.batch_size * 2 // samples)
+
+
 def train_online(
     task: Task,
     cmp: Path,
@@ -327,14 +335,11 @@ def train_online(
     outputs scored per step (a ranked list of n outputs counts as n / 2 pairs). Returns the last round's
     weights and the summary."""
     rounds = method.online
-    samples = max(1, settings.rounds // rounds) * settings.samples
+    samples, steps, lists = online_budget(settings, rounds)
     folder.mkdir(parents=True, exist_ok=True)
     inputs = folder / "inputs.jsonl"
     inputs.write_text("".join(json.dumps(r.inputs) + "\n" for r in requests))
-    steps = settings.train.steps or 1
-    batch = settings.train.batch_size
-    if method.pairing == "ranked":
-        batch = max(1, batch * 2 // samples)
+    batch = lists if method.pairing == "ranked" else settings.train.batch_size
     config = AlignConfig(
         system=str(cmp),
         inputs=str(inputs),
@@ -346,7 +351,7 @@ def train_online(
         min_chosen=settings.min_chosen,
         seed=seed,
         train=method.config(settings, seed).model_copy(
-            update={"steps": max(1, steps // rounds), "batch_size": batch, **settings.online}
+            update={"steps": steps, "batch_size": batch, **settings.online}
         ),
     )
     summary = align(
@@ -483,9 +488,7 @@ def protocol(settings: Settings, train: int) -> str:
             f"{settings.samples} samples x {settings.rounds} rounds (best against worst), "
             f"{settings.train.steps} steps."
         )
-    samples = max(1, settings.rounds // ONLINE) * settings.samples
-    steps = max(1, (settings.train.steps or 1) // ONLINE)
-    lists = max(1, settings.train.batch_size * 2 // samples)
+    samples, steps, lists = online_budget(settings, ONLINE)
     return (
         f"Trained rows: {ONLINE} rounds of `compound align` from the current system (reference: the base "
         f"system), each sampling {train} training requests x {samples} and pairing each request's best "
