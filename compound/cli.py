@@ -181,6 +181,8 @@ def _train_settings(settings: dict[str, Any], **flags: Any) -> dict[str, Any]:
             )
         if value is not None and value is not False and value != []:
             settings[key] = value
+    if flags.get("epochs") is not None and flags.get("steps") is None:
+        settings.pop("steps", None)  # --epochs given: a config file's step count no longer applies
     return settings
 
 
@@ -463,7 +465,13 @@ def align(
     lr: Rate = None,
     lr_for: RateFor = None,
     batch_size: Batch = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps per round (default: an epoch).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps per round (default: --epochs over its pairs).")
+    ] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(help="Passes over each round's pairs (default 1); scales with the pairs a round finds."),
+    ] = None,
     lora: Lora = None,
     train_only: Only = None,
     node_beta: NodeBeta = None,
@@ -488,6 +496,7 @@ def align(
             learning_rates=lr_for,
             batch_size=batch_size,
             steps=steps,
+            epochs=epochs,
             seed=seed,
             lora=lora,
             train=train_only,

@@ -112,17 +112,18 @@ def online_methods(
     first: tuple[str, str], second: tuple[str, str], ranked: bool = True
 ) -> tuple[Method, ...]:
     """The loop practitioners run: online rounds from the current system, each component alone and
-    both jointly, with best-against-worst pairs; and (`ranked`) jointly with ranked lists."""
+    both jointly, with best-against-worst pairs; and (`ranked`) with ranked lists, jointly and for the
+    first component alone (the stronger one in the demos: joint against the best single setting with
+    the same tools)."""
     both = (first[1], second[1])
-    rows = (
+    lists = f"{ONLINE} online rounds, ranked lists"
+    return (
         Method(f"{first[0]}, {ONLINE} online rounds", (first[1],), online=ONLINE),
+        *([Method(f"{first[0]}, {lists}", (first[1],), online=ONLINE, pairing="ranked")] if ranked else []),
         Method(f"{second[0]}, {ONLINE} online rounds", (second[1],), online=ONLINE),
         Method(f"SysDPO (joint), {ONLINE} online rounds", both, online=ONLINE, credit=True),
+        *([Method(f"SysDPO (joint), {lists}", both, online=ONLINE, pairing="ranked")] if ranked else []),
     )
-    lists = Method(
-        f"SysDPO (joint), {ONLINE} online rounds, ranked lists", both, online=ONLINE, pairing="ranked"
-    )
-    return (*rows, lists) if ranked else rows
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,10 @@ class Settings:
     # "one-round": the paper's protocol, trained once on pairs of the base system's samples
     protocol: str = "online"
     online: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields the online rows use instead
+    # the online rows' training per round: None, the one-round steps / rounds; a number, that many passes
+    # over each round's pairs (or lists), so that a round whose current system left fewer pairs (the
+    # better it gets, the fewer groups mix right and wrong) trains fewer steps rather than overfitting them
+    online_epochs: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data (training: what differs from TrainConfig's defaults)."""
@@ -312,12 +317,19 @@ def credit_of(task: Task, online: Path, held: Sequence[Any], settings: Settings)
     return {row["system"]: row["mean_score"] for row in table}
 
 
-def online_budget(settings: Settings, rounds: int) -> tuple[int, int, int]:
+def online_budget(settings: Settings, rounds: int) -> tuple[int, int | None, int]:
     """The one-round protocol's budget spread over `rounds`: samples per request and round, steps per
-    round, and ranked lists per batch (as many outputs as a batch of pairs)."""
+    round (None: `settings.online_epochs` passes over each round's pairs instead), and ranked lists per
+    batch (as many outputs as a batch of pairs)."""
     samples = max(1, settings.rounds // rounds) * settings.samples
-    steps = max(1, (settings.train.steps or 1) // rounds)
+    steps = None if settings.online_epochs else max(1, (settings.train.steps or 1) // rounds)
     return samples, steps, max(1, settings.train.batch_size * 2 // samples)
+
+
+def per_round(settings: Settings, rounds: int) -> str:
+    """How much an online round trains, in words."""
+    steps = online_budget(settings, rounds)[1]
+    return f"{steps} steps per round" if steps else f"{settings.online_epochs:g} passes over a round's pairs"
 
 
 def train_online(
@@ -330,10 +342,10 @@ def train_online(
     requests: Sequence[Any],
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Train a method in `method.online` rounds of `compound align`, with the budget of the one-round
-    protocol: the same training steps in all, each request sampled as often (its `settings.rounds` x
-    `settings.samples` samples spread over the rounds, each round's scored as one group), and as many
-    outputs scored per step (a ranked list of n outputs counts as n / 2 pairs). Returns the last round's
-    weights and the summary."""
+    protocol: the same training steps in all (or `settings.online_epochs` passes over each round's
+    pairs), each request sampled as often (its `settings.rounds` x `settings.samples` samples spread
+    over the rounds, each round's scored as one group), and as many outputs scored per step (a ranked
+    list of n outputs counts as n / 2 pairs). Returns the last round's weights and the summary."""
     rounds = method.online
     samples, steps, lists = online_budget(settings, rounds)
     folder.mkdir(parents=True, exist_ok=True)
@@ -351,7 +363,12 @@ def train_online(
         min_chosen=settings.min_chosen,
         seed=seed,
         train=method.config(settings, seed).model_copy(
-            update={"steps": steps, "batch_size": batch, **settings.online}
+            update={
+                "steps": steps,
+                "epochs": settings.online_epochs or 1.0,
+                "batch_size": batch,
+                **settings.online,
+            }
         ),
     )
     summary = align(
@@ -436,7 +453,7 @@ def run(
             if method.train and method.online:
                 run_dir = folder / method.folder
                 console.print(
-                    f"  training {method.name}: {method.online} rounds, {settings.train.steps} steps"
+                    f"  training {method.name}: {method.online} rounds, {per_round(settings, method.online)}"
                 )
                 weights, summary = train_online(task, cmp, method, settings, seed, run_dir, train_requests)
                 online.setdefault(method.name, []).append([r["train_mean_score"] for r in summary])
@@ -488,12 +505,12 @@ def protocol(settings: Settings, train: int) -> str:
             f"{settings.samples} samples x {settings.rounds} rounds (best against worst), "
             f"{settings.train.steps} steps."
         )
-    samples, steps, lists = online_budget(settings, ONLINE)
+    samples, _, lists = online_budget(settings, ONLINE)
     return (
         f"Trained rows: {ONLINE} rounds of `compound align` from the current system (reference: the base "
         f"system), each sampling {train} training requests x {samples} and pairing each request's best "
-        f"against its worst (or ranking them all: ranked lists), {steps} steps per round (ranked lists: "
-        f"{lists} lists per batch, as many outputs as the pairs' batches)"
+        f"against its worst (or ranking them all: ranked lists), {per_round(settings, ONLINE)} (ranked "
+        f"lists: {lists} lists per batch, as many outputs as the pairs' batches)"
         + (f", with {json.dumps(settings.online)}." if settings.online else ".")
     )
 

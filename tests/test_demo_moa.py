@@ -80,6 +80,7 @@ def test_quick_demo_writes_every_row(tmp_path):
         ).read_text()
     )
     assert balanced["betas"] == {"final": 0.02} and balanced["beta"] == 0.2  # the others: the shared beta
+    assert balanced["steps"] is None and balanced["epochs"] == settings.online_epochs == 2.5  # per round
     credit = json.loads((tmp_path / "moa" / "results.json").read_text())["credit"]
     variants = ["base", "trained", "trained, proposer reverted", "trained, aggregator reverted"]
     assert list(credit) == [moa.BALANCED.name] and list(credit[moa.BALANCED.name]) == variants
@@ -92,6 +93,11 @@ def test_quick_demo_writes_every_row(tmp_path):
     rounds = [json.loads(line) for line in (online / "summary.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3] and all("loss" in r for r in rounds)
     assert (online / "round-1" / "pairs.jsonl").read_text().count('"ranked"') > 0
+    for k in (1, 2, 3):  # each round trains 2.5 passes over its own lists, however many the round found
+        lists = len((online / f"round-{k}" / "pairs.jsonl").read_text().splitlines())
+        batch = json.loads((online / f"round-{k}" / "train" / "config.json").read_text())["batch_size"]
+        last = json.loads((online / f"round-{k}" / "train" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["step"] == math.ceil(2.5 * math.ceil(lists / batch))  # the last batch short
     assert (online / "round-3" / "train" / "report" / "loss.png").exists()
     data = json.loads((tmp_path / "moa" / "results.json").read_text())
     before = data["results"]["before alignment"][0]
