@@ -150,7 +150,10 @@ Steps = Annotated[int | None, typer.Option(help="Optimizer steps (default: --epo
 Lora = Annotated[list[str] | None, typer.Option(help="Per component: NAME=R or NAME=r=8,alpha=16.")]
 Only = Annotated[list[str] | None, typer.Option("--train", help="Train only these components.")]
 Nll = Annotated[float | None, typer.Option(help="Weight of the chosen side's NLL (RPO); 0: none.")]
-NodeBeta = Annotated[list[str] | None, typer.Option(help="Per node: NODE=BETA (over the .cmp file's beta=).")]
+NodeBeta = Annotated[
+    list[str] | None,
+    typer.Option(help="Per node: NODE=BETA (image= for every instance; over the .cmp file's beta=)."),
+]
 AutoBeta = Annotated[
     bool, typer.Option(help="Scale diffusion nodes' betas to the LLM nodes' from the first batch.")
 ]
@@ -218,7 +221,9 @@ def train(
     ] = None,
     lora: Lora = None,
     train_only: Only = None,
-    node_weight: Annotated[list[str] | None, typer.Option(help="Per node: NODE=WEIGHT in the loss.")] = None,
+    node_weight: Annotated[
+        list[str] | None, typer.Option(help="Per node: NODE=WEIGHT in the loss (image= for every instance).")
+    ] = None,
     node_beta: NodeBeta = None,
     auto_beta: AutoBeta = False,
     save_every: Annotated[

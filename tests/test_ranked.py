@@ -224,14 +224,18 @@ def test_a_cmp_beta_is_the_configs_node_beta(setup, tmp_path):
         text.replace("image[2] : image ~ painter(scene[i])", "image[2] : image ~ painter(scene[i], beta=3)")
     )
     losses = []
-    for system, betas in ((cmp, {}), (setup["cmp"], {"image[0]": 3.0, "image[1]": 3.0})):
+    variants = ((cmp, {}), (setup["cmp"], {"image[0]": 3.0, "image[1]": 3.0}), (setup["cmp"], {"image": 3.0}))
+    for system, betas in variants:  # an array's name sets all its instances
         trainer = moved(
             Trainer(system, setup["pairs"], tmp_path / f"r{len(losses)}", steps=1, node_betas=betas, **QUIET)
         )
         assert trainer.node_betas == {"image[0]": 3.0, "image[1]": 3.0}
         with torch.no_grad():
             losses.append(trainer.loss(trainer.score(trainer.data.pairs[:6], 0)).item())
-    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6) and losses[2] == pytest.approx(losses[1], abs=1e-6)
+    betas = {"image": 3.0, "image[1]": 5.0}
+    mixed = Trainer(setup["cmp"], setup["pairs"], tmp_path / "m", steps=1, node_betas=betas, **QUIET)
+    assert mixed.node_betas == {"image[0]": 3.0, "image[1]": 5.0}  # an instance's own key wins
     cmp.write_text(text.replace("timesteps=4)", "timesteps=4, beta=3)"))  # the painter's: all its nodes
     assert [f.beta for f in compound.compile_file(cmp).factors] == [None, 3.0, 3.0]
 

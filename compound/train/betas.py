@@ -1,6 +1,7 @@
 """Each node's DPO beta in a run.
 
-A node's beta is, by precedence: the training config's `node_betas`, its own or
+A node's beta is, by precedence: the training config's `node_betas` (by node, or
+by an array's name for all its instances), its own or
 its component's `beta=` in the `.cmp` file, and the run's `beta`. With
 `auto_beta`, every node that none of these sets and whose score is a surrogate
 (a diffusion node's ELBO, not an exact log-likelihood) gets the beta that makes
@@ -21,6 +22,16 @@ from collections.abc import Collection, Mapping
 
 from compound import ir
 from compound.types import Scores
+
+
+def by_node(given: Mapping[str, float], nodes: Collection[str]) -> dict[str, float]:
+    """Per-node settings keyed by a node (`image[1]`) or by an array's name (`image`: every instance), an
+    instance's own key winning over its array's; names that match no node are left to the caller."""
+    instances = {key: [n for n in nodes if n.split("[", 1)[0] == key] for key in given if key not in nodes}
+    return {
+        **{n: given[key] for key, matched in instances.items() for n in matched},
+        **{k: v for k, v in given.items() if k in nodes},
+    }
 
 
 def given_betas(system: ir.System, config_betas: Mapping[str, float]) -> dict[str, float]:

@@ -19,6 +19,7 @@ class TrainConfig(BaseModel):
     loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = "sigmoid"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     nll: float = Field(0.0, ge=0, description="weight of the chosen side's NLL (RPO); 0: none")
+    # keyed by node (`image[1]`) or by an array's name (`image`: every instance; an instance's own key wins)
     node_weights: dict[str, float] = {}
     node_betas: dict[str, float] = Field({}, description="per node, overriding beta and the .cmp's beta=")
     auto_beta: bool = Field(

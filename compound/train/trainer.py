@@ -35,7 +35,7 @@ from compound.progress import Mode, Progress
 from compound.ranking import Slot, adjacent, expand, gather
 from compound.reference import ReferenceCache
 from compound.system import CompiledSystem
-from compound.train.betas import auto_betas, given_betas
+from compound.train.betas import auto_betas, by_node, given_betas
 from compound.train.candidates import CandidateStore
 from compound.train.checkpoint import Checkpointer, MetricsLog
 from compound.train.config import TrainConfig
@@ -112,8 +112,9 @@ class Trainer:
         )
         names = list(self.system.components)
         nodes = {f.node for f in self.system.system.factors}
+        arrays = {n.split("[", 1)[0] for n in nodes}
         for node in [*cfg.node_weights, *cfg.node_betas]:
-            if node not in nodes:
+            if node not in nodes and node not in arrays:
                 hint = suggest(node, nodes)
                 raise error(
                     "config",
@@ -161,7 +162,8 @@ class Trainer:
         self.cache = self._reference_cache()  # of the base models: before `weights` move the policy
         if weights is not None:
             load_weights(self.system, weights)
-        self.node_betas = given_betas(ir_system, cfg.node_betas)
+        self.node_weights = by_node(cfg.node_weights, nodes)
+        self.node_betas = given_betas(ir_system, by_node(cfg.node_betas, nodes))
         if cfg.auto_beta:
             self.node_betas.update(self._auto_betas())
         groups = [
@@ -279,8 +281,8 @@ class Trainer:
         side, or of each ranked output and the one below it, in total and per node."""
         cfg = self.config
         out = scored.out
-        totals = rewards(out, cfg.beta, cfg.node_weights, self.node_betas)
-        scale = {n: self.node_betas.get(n, cfg.beta) * cfg.node_weights.get(n, 1.0) for n in out.per_node}
+        totals = rewards(out, cfg.beta, self.node_weights, self.node_betas)
+        scale = {n: self.node_betas.get(n, cfg.beta) * self.node_weights.get(n, 1.0) for n in out.per_node}
         per_node = {n: (scale[n] * c, scale[n] * r) for n, (c, r) in out.per_node.items()}
         if scored.slots is None:
             return totals, per_node
@@ -289,7 +291,7 @@ class Trainer:
     def loss(self, scored: Scored) -> torch.Tensor:
         cfg = self.config
         if scored.slots is not None:
-            chosen, rejected = rewards(scored.out, cfg.beta, cfg.node_weights, self.node_betas)
+            chosen, rejected = rewards(scored.out, cfg.beta, self.node_weights, self.node_betas)
             loss = plackett_luce_loss(*gather((chosen, rejected), scored.slots))
             if cfg.nll:  # on each list's best output: the chosen side of the list's first pair
                 loss = loss + cfg.nll * chosen_nll(scored.out, [mine[0][0] for mine in scored.slots])
@@ -299,7 +301,7 @@ class Trainer:
             beta=cfg.beta,
             loss_type=cfg.loss_type,
             label_smoothing=cfg.label_smoothing,
-            node_weights=cfg.node_weights,
+            node_weights=self.node_weights,
             nll=cfg.nll,
             node_betas=self.node_betas,
         )
