@@ -1,6 +1,8 @@
 """Chat LLMs as users bring them (Llama-3, Gemma, Mistral, Phi-3): scored as TRL tokenizes conversations
 (one BOS, the template's own end of turn), sampled without a pad token, their templates' errors named."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from chat_models import FAMILIES, chat_lm
@@ -171,3 +173,32 @@ def test_greedy_sampling_without_a_chat_template_generates_what_transformers_gen
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False, eos_token_id=eos, pad_token_id=eos)
     theirs = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert ours[0]["a"] == theirs and theirs
+
+
+def test_prompts_of_different_lengths_sample_as_each_would_alone(tmp_path):
+    """Batches are left-padded: a prompt must generate what it generates unpadded, alone (a GPT-2's absolute
+    positions must skip the padding, or the system samples from another distribution than it scores). The
+    model: the mixture-of-agents demo's shipped aggregator (a GPT2LMHeadModel that votes among answers)."""
+    from importlib.resources import files
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(str(files("compound_demos") / "base" / "moa" / "aggregator"))
+    path = tmp_path / "plain.cmp"
+    path.write_text(
+        f'system s\ncomponent w = causal_lm("{folder}", batch_size=8)\ninput q : text\n'
+        'a : text ~ w(q, template="{q}\\n>")\noutput a\n'
+    )
+    prompts = ["12+34=\n1. 64\n2. 4\n3. 46", "1+2=\n1. 3\n2. 3\n3. 3", "99+99=\n1. 891\n2. 8911\n3. 891"]
+    generator = torch.Generator().manual_seed(0)
+    ours = compound.load(path).sample(
+        [{"q": q} for q in prompts], generator=generator, max_new_tokens=4, do_sample=False
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert len({len(tokenizer(f"{q}\n>")["input_ids"]) for q in prompts}) == 3  # a batch would need padding
+    pad = tokenizer.pad_token_id
+    for q, row in zip(prompts, ours, strict=True):
+        prompt = tokenizer(f"{q}\n>", return_tensors="pt")
+        out = model.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=pad)
+        assert row["a"] == tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
