@@ -365,7 +365,7 @@ def train_online(
         train=method.config(settings, seed).model_copy(
             update={
                 "steps": steps,
-                "epochs": settings.online_epochs or 1.0,
+                "epochs": settings.online_epochs or settings.train.epochs,
                 "batch_size": batch,
                 **settings.online,
             }

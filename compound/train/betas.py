@@ -24,13 +24,12 @@ from compound import ir
 from compound.types import Scores
 
 
-def by_node(given: Mapping[str, float], nodes: Collection[str]) -> dict[str, float]:
-    """Per-node settings keyed by a node (`image[1]`) or by an array's name (`image`: every instance), an
-    instance's own key winning over its array's; names that match no node are left to the caller."""
-    instances = {key: [n for n in nodes if n.split("[", 1)[0] == key] for key in given if key not in nodes}
+def by_node(given: Mapping[str, float], bases: Mapping[str, str]) -> dict[str, float]:
+    """Per-node settings keyed by a node (`image[1]`) or by its declaration's name (`image`: every
+    instance), an instance's own key winning; `bases` maps each node to that name (the IR's `base`)."""
     return {
-        **{n: given[key] for key, matched in instances.items() for n in matched},
-        **{k: v for k, v in given.items() if k in nodes},
+        **{node: given[base] for node, base in bases.items() if base in given},
+        **{key: value for key, value in given.items() if key in bases},
     }
 
 

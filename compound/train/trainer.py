@@ -112,9 +112,9 @@ class Trainer:
         )
         names = list(self.system.components)
         nodes = {f.node for f in self.system.system.factors}
-        arrays = {n.split("[", 1)[0] for n in nodes}
+        bases = {n.name: n.base for n in self.system.system.nodes if n.name in nodes}
         for node in [*cfg.node_weights, *cfg.node_betas]:
-            if node not in nodes and node not in arrays:
+            if node not in nodes and node not in bases.values():
                 hint = suggest(node, nodes)
                 raise error(
                     "config",
@@ -162,8 +162,8 @@ class Trainer:
         self.cache = self._reference_cache()  # of the base models: before `weights` move the policy
         if weights is not None:
             load_weights(self.system, weights)
-        self.node_weights = by_node(cfg.node_weights, nodes)
-        self.node_betas = given_betas(ir_system, by_node(cfg.node_betas, nodes))
+        self.node_weights = by_node(cfg.node_weights, bases)
+        self.node_betas = given_betas(ir_system, by_node(cfg.node_betas, bases))
         if cfg.auto_beta:
             self.node_betas.update(self._auto_betas())
         groups = [
