@@ -40,7 +40,7 @@ from torch import nn
 
 from compound import ir
 from compound.backends import Kind
-from compound.diagnostics import CompoundError, error
+from compound.diagnostics import CompoundError, error, needs
 
 REFERENCES = ("copy", "adapter", "cached")
 STRATEGIES = ("beam", "sample")
@@ -241,6 +241,10 @@ def component_error(component: ir.Component, message: str) -> CompoundError:
 
 def load_failed(component: ir.Component, source: str, what: str, cause: Exception) -> CompoundError:
     """Why a component's model could not be loaded, in one line."""
+    if isinstance(cause, ImportError):  # the folder is fine; a package its classes need is missing
+        return component_error(
+            component, f"loading {source} needs a package that is not installed: {needs(cause)}"
+        )
     reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     if not Path(source).is_absolute():
         return component_error(

@@ -131,6 +131,12 @@ class Report:
         return (*found[: self.shown], Diagnostic("error" if errors else "warning", "too-many", summary))
 
 
+def needs(cause: ImportError) -> str:
+    """A missing package's ImportError on one line (diffusers' and transformers' span several: the class,
+    the package, how to install it)."""
+    return " ".join(str(cause).split()) or type(cause).__name__
+
+
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to a misspelt `name`, if one is close enough."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)

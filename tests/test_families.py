@@ -25,6 +25,7 @@ SCHEDULERS = [
     "HeunDiscreteScheduler",
     "KDPM2DiscreteScheduler",
     "KDPM2AncestralDiscreteScheduler",
+    "LMSDiscreteScheduler",
     "DPMSolverMultistepScheduler",
     "DPMSolverSinglestepScheduler",
     "UniPCMultistepScheduler",
@@ -128,6 +129,30 @@ def test_a_scheduler_of_another_process_is_refused(folders, tmp_path):
     folder = with_scheduler(folders["sd"], tmp_path / "edm", "EDMEulerScheduler")
     with pytest.raises(CompoundError, match=r"component 'painter'.*not of the DDPM kind"):
         compound.load(system_file(tmp_path, folder))
+
+
+def test_a_scheduler_whose_package_is_missing_is_named(folders, tmp_path, monkeypatch):
+    """A folder shipping the SDE sampler where torchsde is not installed: diffusers' own missing-package
+    error (forced here, whatever this machine has), named on one line for the component, no traceback."""
+    import diffusers
+    from diffusers.utils import dummy_torch_and_torchsde_objects, import_utils
+
+    monkeypatch.setattr(import_utils, "_torchsde_available", False)
+    monkeypatch.setattr(
+        diffusers, "DPMSolverSDEScheduler", dummy_torch_and_torchsde_objects.DPMSolverSDEScheduler
+    )
+    folder = tmp_path / "sde"
+    shutil.copytree(folders["sd"], folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "DPMSolverSDEScheduler"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(CompoundError) as found:
+        compound.load(system_file(tmp_path, folder))
+    message = str(found.value)
+    assert "component 'painter'" in message
+    assert f"loading {folder} needs a package that is not installed" in message
+    assert "DPMSolverSDEScheduler requires the torchsde library" in message
+    assert "pip install torchsde" in message  # diffusers' message spans lines: all of it is kept
 
 
 def test_an_unsupported_pipeline_is_named_with_the_supported_ones(folders, tmp_path):

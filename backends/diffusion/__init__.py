@@ -130,7 +130,7 @@ class Diffusion(Backend):
             )
             config = parts["scheduler"].config
             process = DDPM(config) if family.process == "ddpm" else Flow(config, family.weighting)
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, ImportError, json.JSONDecodeError) as e:
             raise load_failed(
                 component,
                 str(source),

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from compound.backends.fn import fill, render, template_fields
-from compound.diagnostics import error
+from compound.diagnostics import error, needs
 
 Row = Mapping[str, Any]
 
@@ -38,6 +38,10 @@ def _load(what: str, loader: Any, path: str | Path, **options: Any) -> Any:
         raise error("config", f"scorer {what}: no model folder at {folder}")
     try:
         return loader.from_pretrained(folder, local_files_only=True, trust_remote_code=False, **options)
+    except ImportError as e:
+        raise error(
+            "config", f"scorer {what}: loading {folder} needs a package that is not installed: {needs(e)}"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise error("config", f"scorer {what}: cannot load {folder}: {reason}") from None
