@@ -64,6 +64,7 @@ def test_quick_demo_writes_every_row(tmp_path):
 
     demo = moa.MixtureOfAgents()
     settings = demo.settings(quick=True, seeds=None)
+    settings.train_requests = 150  # artifacts, not results: kept short
     ranked = "SysDPO (joint), 3 online rounds, ranked lists"  # of the trained rows, the two run here
     settings.skip = tuple(
         m.name for m in demo.methods if m.train and m.name not in (ranked, moa.BALANCED.name)
@@ -92,6 +93,11 @@ def test_quick_demo_writes_every_row(tmp_path):
     online = tmp_path / "moa" / "seed-0" / run_[-2].folder / "online"  # three rounds, each trained
     rounds = [json.loads(line) for line in (online / "summary.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3] and all("loss" in r for r in rounds)
+    # each round's start is its reference: rounds 2 and 3 run on the last round's exported components
+    assert json.loads((online / "align.json").read_text())["reference"] == settings.reference == "round"
+    for k in (2, 3):
+        rebased = (online / f"round-{k}" / "system.cmp").read_text()
+        assert str(online / f"round-{k - 1}" / "export" / "proposer") in rebased
     assert (online / "round-1" / "pairs.jsonl").read_text().count('"ranked"') > 0
     for k in (1, 2, 3):  # each round trains 2.5 passes over its own lists, however many the round found
         lists = len((online / f"round-{k}" / "pairs.jsonl").read_text().splitlines())
