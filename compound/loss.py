@@ -29,10 +29,16 @@ which for N = 2 is the sigmoid loss of the pair; `nll` then applies to each
 list's best output.
 
 `nll=alpha` adds alpha times the negative log-likelihood of the chosen side's
-language-model nodes, averaged over their tokens: TRL's `sft` loss, which
-combined with `sigmoid` is RPO (TRL's `loss_type=["sigmoid", "sft"]`,
+language-model nodes: for each trained component, averaged over its nodes'
+tokens, summed over the components. For one LLM that is TRL's `sft` loss,
+which combined with `sigmoid` is RPO (TRL's `loss_type=["sigmoid", "sft"]`,
 `loss_weights=[1, alpha]`, formerly `rpo_alpha`). It keeps DPO from moving an
 LLM node's likelihood onto malformed outputs (docs/moa.md shows it happen).
+Per component, so that a component is held to its chosen outputs as firmly
+whichever others train with it: averaged over every node's tokens at once,
+training an aggregator jointly with proposers cut the proposers' NLL weight
+by a seventh in `compound demo moa2` (six proposer nodes of seven), and the
+proposers trained alone at that weight lost 1.5-5 points (docs/moa.md).
 """
 
 from __future__ import annotations
@@ -129,15 +135,21 @@ def plackett_luce_loss(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
 
 
 def chosen_nll(out: LogRatio, pairs: Sequence[int] | None = None) -> torch.Tensor:
-    """Negative log-likelihood of the chosen side's language-model nodes, per token (of the pairs at
-    `pairs` only, when given: a ranked list's best output is the chosen side of its first pair)."""
-    nodes = [n for n in out.policy if n in out.exact]  # in factor order: the same sum on every run
-    if not nodes:
+    """Negative log-likelihood of the chosen side's language-model nodes, per token of each trained
+    component, summed over the components (of the pairs at `pairs` only, when given: a ranked list's best
+    output is the chosen side of its first pair)."""
+    components: dict[str, list[str]] = {}
+    for node in out.policy:  # in factor order: the same sums on every run
+        if node in out.exact:
+            components.setdefault(out.exact[node], []).append(node)
+    if not components:
         return torch.zeros((), device=out.chosen.device)
     pick = slice(None) if pairs is None else torch.tensor(list(pairs), dtype=torch.long)
-    logps = total(out.policy[n][0][pick].sum() for n in nodes)
-    tokens = total(out.sizes[n][0][pick].sum() for n in nodes)
-    return -logps / tokens
+    return total(
+        -total(out.policy[n][0][pick].sum() for n in nodes)
+        / total(out.sizes[n][0][pick].sum() for n in nodes)
+        for nodes in components.values()
+    )
 
 
 def _known(out: LogRatio, table: Mapping[str, float] | None, what: str) -> None:

@@ -41,8 +41,8 @@ class LogRatio:
     the policy's own scores (log-probabilities, or the diffusion surrogate), with
     gradients, for terms such as an NLL on the chosen side; `sizes` each node
     value's size (its tokens for a causal LM, 1 otherwise); `exact` the nodes
-    whose score is an exact log-likelihood. Nodes of frozen components have a
-    log ratio of zero and no policy scores.
+    whose score is an exact log-likelihood, with their component. Nodes of
+    frozen components have a log ratio of zero and no policy scores.
     """
 
     chosen: torch.Tensor
@@ -50,7 +50,7 @@ class LogRatio:
     per_node: dict[str, Sides]
     policy: dict[str, Sides]
     sizes: dict[str, Sides]
-    exact: frozenset[str]
+    exact: Mapping[str, str]
 
 
 def total(terms: Iterable[torch.Tensor]) -> torch.Tensor:

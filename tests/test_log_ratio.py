@@ -298,3 +298,36 @@ def test_a_prompt_longer_than_the_context_loses_its_start_not_the_value(tiny, wr
     assert got.item() == pytest.approx(-out.loss.item() * completion, abs=1e-4)
     rows = system.sample([{"x": long_prompt}], generator=torch.Generator().manual_seed(0), max_new_tokens=8)
     assert isinstance(rows[0]["y"], str)
+
+
+def test_the_chosen_nll_is_per_token_for_each_component_and_summed_over_them():
+    """Hand-worked: proposer nodes a, b (4 and 2 tokens per row) and aggregator node c (3), two pairs; the
+    NLL term holds each component to its chosen outputs as firmly whichever others train with it."""
+    from compound.loss import chosen_nll
+    from compound.types import LogRatio
+
+    def sides(chosen: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(chosen), torch.tensor([-50.0, -50.0])  # the rejected side never counts
+
+    policy = {"a": sides([-2.0, -4.0]), "b": sides([-1.0, -3.0]), "c": sides([-6.0, -3.0])}
+    sizes = {"a": sides([4.0, 4.0]), "b": sides([2.0, 2.0]), "c": sides([3.0, 3.0])}
+    exact = {"a": "proposer", "b": "proposer", "c": "aggregator"}
+
+    def nll(nodes: str, pairs: list[int] | None = None) -> float:
+        zero = torch.zeros(2)
+        out = LogRatio(
+            chosen=zero,
+            rejected=zero,
+            per_node={n: (zero, zero) for n in nodes},
+            policy={n: policy[n] for n in nodes},
+            sizes={n: sizes[n] for n in nodes},
+            exact=exact,
+        )
+        return chosen_nll(out, pairs).item()
+
+    proposer = (2 + 4 + 1 + 3) / (4 + 4 + 2 + 2)  # 10 nats over 12 tokens
+    aggregator = (6 + 3) / (3 + 3)
+    assert nll("ab") == pytest.approx(proposer)  # one component: the chosen tokens' mean, TRL's sft loss
+    assert nll("abc") == pytest.approx(proposer + aggregator)  # not 19 nats / 18 tokens
+    assert nll("c") == pytest.approx(aggregator)
+    assert nll("abc", [1]) == pytest.approx((4 + 3) / (4 + 2) + 3 / 3)  # a ranked list's best output only

@@ -45,9 +45,9 @@ def log_ratio(
     )
 
 
-def exact_nodes(system: ir.System, backends: Mapping[str, Backend]) -> frozenset[str]:
-    """The nodes whose score is an exact log-likelihood."""
-    return frozenset(f.node for f in system.factors if backends[f.component].exact)
+def exact_nodes(system: ir.System, backends: Mapping[str, Backend]) -> dict[str, str]:
+    """The nodes whose score is an exact log-likelihood, and their components."""
+    return {f.node: f.component for f in system.factors if backends[f.component].exact}
 
 
 def device(backends: Mapping[str, Backend]) -> torch.device:
