@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from rich.console import Console
@@ -182,7 +182,7 @@ class Settings:
     # or "initial", the base system. Validation requests, online rows, initial -> round: moa (seeds 0 1 2)
     # proposers only 87.1% -> 91.3%, joint 90.4% -> 93.2%; moa2 92.4% -> 93.7%, 91.2% -> 93.4%; progression
     # (seeds 0 1, order consistency) writer only 65% -> 76%, joint 66% -> 79% (docs/demo.md, docs/moa.md)
-    reference: str = "round"
+    reference: Literal["initial", "round"] = "round"
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data (training: what differs from TrainConfig's defaults)."""
