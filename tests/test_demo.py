@@ -84,7 +84,9 @@ def test_quick_demo_writes_every_artifact(tmp_path):
     demo = Progression()
     settings = demo.settings(quick=True, seeds=None)
     settings.protocol = "one-round"  # the online protocol's path is the moa test's (and test_align's)
-    settings.train = settings.train.model_copy(update={"steps": 20})  # artifacts, not results: kept short
+    # artifacts, not results: kept short
+    settings.rounds, settings.eval_samples = 2, 2
+    settings.train = settings.train.model_copy(update={"steps": 10})
     results = run(demo, tmp_path / "demo", settings)
     text = results.read_text()
     methods = [m for m in demo.methods if not m.online]
