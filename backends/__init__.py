@@ -21,9 +21,11 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from compound import ir
+from compound.choices import Reference, values
 from compound.diagnostics import error
 
 TYPES = ("text", "image")
+REFERENCES = values(Reference)
 ENTRY_POINT_GROUP = "compound.backends"
 #: Options every sampled node takes, whatever its component's kind: handled by the core.
 NODE_OPTIONS = frozenset({"template", "weight", "beta"})
@@ -203,7 +205,7 @@ _LORA = Option(
 _LOADING: dict[str, Option] = {
     "lora": _LORA,
     "gradient_checkpointing": FLAG,
-    "reference": Option("text", choices=("copy", "adapter", "cached")),
+    "reference": Option("text", choices=REFERENCES),
     "batch_size": COUNT,
     "dtype": Option("text", choices=("float32", "bfloat16", "float16")),
 }

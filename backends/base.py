@@ -39,11 +39,8 @@ import torch
 from torch import nn
 
 from compound import ir
-from compound.backends import Kind
+from compound.backends import REFERENCES, Kind
 from compound.diagnostics import CompoundError, error, needs
-
-REFERENCES = ("copy", "adapter", "cached")
-STRATEGIES = ("beam", "sample")
 
 
 class Backend(nn.Module, ABC):
@@ -86,6 +83,14 @@ class Backend(nn.Module, ABC):
     def sampling(self) -> frozenset[str]:
         """The options `sample` and `candidates` take."""
         return self.spec.sampling
+
+    def sampling_options(
+        self, node: ir.SampleNode, decoding: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The options a node's draws take: its component's, then its own, then the caller's decoding
+        flags (a later one winning), each only if this kind's `sample` takes it."""
+        merged = {**self.component.options, **node.options, **(decoding or {})}
+        return {key: value for key, value in merged.items() if key in self.sampling}
 
     def error(self, message: str) -> CompoundError:
         """An error about this component, pointing at its declaration."""

@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import compound  # noqa: E402
-from compound.tiny import tiny_causal_lm, tiny_diffusion  # noqa: E402
+from compound.testing import tiny_causal_lm, tiny_diffusion  # noqa: E402
 
 PLANS = [
     "disc small\ndisc medium\ndisc large",

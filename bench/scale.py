@@ -152,7 +152,7 @@ def make_writer(path: Path, name: str, tiny: bool) -> None:
     """A causal LM of the real class (random weights) and a byte-level tokenizer, saved as a checkpoint."""
     import transformers
 
-    from compound.tiny import byte_tokenizer
+    from compound.testing import byte_tokenizer
 
     family, config = WRITERS[name]
     tokenizer = byte_tokenizer(["Three scenes, a disc growing:\nsmall\nlarge\n"], vocab_size=300)
@@ -168,7 +168,7 @@ def make_writer(path: Path, name: str, tiny: bool) -> None:
 
 def make_painter(path: Path, name: str, tiny: bool) -> None:
     """An SDXL or SD3.5 pipeline of the real classes (random weights), saved with its `save_pretrained`."""
-    from compound import tiny as small
+    from compound import testing as small
 
     if tiny:
         (small.tiny_sdxl if name == "sdxl" else small.tiny_sd3)(path)

@@ -137,7 +137,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, Path(args.root), args.steps, args.batch)))
         return
-    from compound.tiny import tiny_causal_lm
+    from compound.testing import tiny_causal_lm
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

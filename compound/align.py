@@ -12,10 +12,10 @@ Round K = 1 .. R:
 4. **evaluation** (with held-out inputs): the trained system runs them with the
    draws every round uses, and round 0, the base system, used; the mean score,
    and the win rate against round 0 on the same draws, a tie counting half
-   (`round-K/eval/`).
+   (`round-K/eval/`, `compound.evaluation`).
 
 `round-K/round.json` holds the round's numbers, `summary.jsonl` one line per
-round, `summary.png` the curves.
+round, `summary.png` the curves (the layout: `compound.run_folder`).
 
 The reference is the base system (`reference="initial"`): every round's
 training starts from the last round's weights and scores against the base
@@ -37,24 +37,26 @@ import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from compound import samples as saved
+from compound.choices import Pairing, RoundReference
 from compound.diagnostics import error
-from compound.io import atomic_write, write_json
-from compound.pairing import pairs
-from compound.rewrite import with_folders
-from compound.sample_files import sample_inputs
+from compound.evaluation import evaluate, mean_score, win_rate
+from compound.inputs import read_inputs
+from compound.io import atomic_write, write_json, write_jsonl
+from compound.loader import lora_options
+from compound.model_folders import with_folders
+from compound.run_folder import EXPORTED, AlignRun, Round, latest
+from compound.samples.pairing import pairs
+from compound.samples.run import sample_inputs
 from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
 from compound.seeds import splitmix
 from compound.train import TrainConfig, Trainer
-from compound.train.checkpoint import RUN_FILE
-
-#: The seed stream of the held-out evaluation: the same draws in every round.
-EVAL_STREAM = 7_777
+from compound.train.config import validated, with_overrides
 
 
 class AlignConfig(BaseModel):
@@ -70,28 +72,37 @@ class AlignConfig(BaseModel):
     samples: int = Field(4, ge=2, description="samples per training input per round")
     eval: str | None = None
     eval_samples: int = Field(1, ge=1, description="samples per held-out input")
-    pairing: Literal["best-worst", "all", "ranked"] = "best-worst"
+    pairing: Pairing = "best-worst"
     min_gap: float = Field(0.0, ge=0)
     min_chosen: float | None = None
-    reference: Literal["initial", "round"] = "initial"
+    reference: RoundReference = "initial"
     seed: int = 0
     batch: int = Field(8, ge=1, description="inputs per batched sampling call")
     decoding: dict[str, Any] = {}
     train: TrainConfig = TrainConfig()
 
 
-def read_inputs(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of an inputs file: one JSON object of input values per line."""
-    from compound.io import read_jsonl
-
-    rows = []
-    for line in read_jsonl(Path(path)):
-        if line.problem is not None or not isinstance(line.value, dict):
-            raise error("row", f"{path} row {line.number} is not an object of input values")
-        rows.append(line.value)
-    if not rows:
-        raise error("row", f"{path} holds no inputs")
-    return rows
+def configure(
+    settings: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    train: Mapping[str, Any],
+    decoding: Mapping[str, Any],
+    scorer_options: Mapping[str, Any],
+) -> AlignConfig:
+    """An online run's settings: a config file's `settings` (its `train` table training's, its `decoding`
+    table the sampling options), with the `overrides`, `train` and `decoding` given on top (None: not
+    given) and `scorer_options` added to the file's."""
+    found = dict(settings)
+    trained = with_overrides(dict(found.pop("train", {}) or {}), train)
+    sampling = {
+        **dict(found.pop("decoding", {}) or {}),
+        **{k: v for k, v in decoding.items() if v is not None},
+    }
+    found.update({k: v for k, v in overrides.items() if v is not None})
+    found["scorer_options"] = {**found.get("scorer_options", {}), **scorer_options}
+    if "scorer" not in found:
+        raise error("config", "compound align needs a scorer: --scorer NAME or --scorer FILE.toml")
+    return validated(AlignConfig, {**found, "decoding": sampling, "train": trained})
 
 
 def align(
@@ -103,70 +114,76 @@ def align(
 ) -> list[dict[str, Any]]:
     """Run (or, with `resume`, finish) the rounds; return the summary, one dict per round. A `scorer`
     object (from Python) replaces the one `config.scorer` names, which then only labels the run."""
-    out = Path(out)
+    folder = AlignRun(Path(out))
     # reads the inputs and makes the scorer: mistakes show now, before anything is written
-    run = _Run(config, out, trust_remote_code, scorer)
-    _settle(config, out, resume)
+    run = _Run(config, folder, trust_remote_code, scorer)
+    _settle(config, folder, resume)
     run.start()
-    summary = [run.round(k) for k in range(1, config.rounds + 1)]
-    atomic_write(out / "summary.jsonl", "".join(json.dumps(r) + "\n" for r in summary))
-    plot(summary, out / "summary.png")
+    summary = [run.round(folder.round(k)) for k in range(1, config.rounds + 1)]
+    write_jsonl(folder.summary, summary)
+    plot(summary, folder.path / "summary.png")
     return summary
 
 
-def _settle(config: AlignConfig, out: Path, resume: bool) -> None:
+def _settle(config: AlignConfig, folder: AlignRun, resume: bool) -> None:
     """Write RUN/align.json, or check that a resumed run was started with these settings."""
-    stored = out / "align.json"
-    if stored.is_file():
+    if folder.exists():
         if not resume:
-            raise error("config", f"{out} holds a run already: --resume it, or choose another --out")
-        if json.loads(stored.read_text()) != json.loads(config.model_dump_json()):
-            raise error("config", f"--resume: {out} was started with other settings ({stored})")
+            raise error("config", f"{folder.path} holds a run already: --resume it, or choose another --out")
+        if folder.settings() != json.loads(config.model_dump_json()):
+            raise error(
+                "config", f"--resume: {folder.path} was started with other settings ({folder.settings_file})"
+            )
         return
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(stored, json.loads(config.model_dump_json()))
+    folder.path.mkdir(parents=True, exist_ok=True)
+    write_json(folder.settings_file, json.loads(config.model_dump_json()))
 
 
 class _Run:
     """One online run's stages, each skipped when its outputs exist."""
 
-    def __init__(self, config: AlignConfig, out: Path, trust_remote_code: bool, scorer: Scorer | None):
-        self.config, self.out, self.trust = config, out, trust_remote_code
+    def __init__(self, config: AlignConfig, folder: AlignRun, trust_remote_code: bool, scorer: Scorer | None):
+        self.config, self.folder, self.trust = config, folder, trust_remote_code
         self.inputs = read_inputs(config.inputs)
         self.held = read_inputs(config.eval) if config.eval else None
-        self.options = {name: {"lora": spec} for name, spec in config.train.lora.items()}
+        self.options = lora_options(config.train.lora)
         # loaded once for the whole run
         self.scorer = scorer if scorer is not None else find_scorer(config.scorer, **config.scorer_options)
         self.system: Path = Path(config.system)  # what the current round starts from
         self.weights: Path | None = None
-        self.baseline: dict[str, Any] | None = None
+        self.baseline: dict[str, float] | None = None
 
     def start(self) -> None:
         """Round 0: the base system on the held-out inputs, what every round is compared with."""
         if self.held is not None:
-            self.baseline = self._evaluate(self.out / "round-0" / "eval", self.system, None)
+            self.baseline = self._scores(self.folder.round(0), self.system, None)
 
     def say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    def round(self, k: int) -> dict[str, Any]:
-        cfg, folder = self.config, self.out / f"round-{k}"
-        done = folder / "round.json"
+    def round(self, current: Round) -> dict[str, Any]:
+        cfg, k = self.config, current.number
         if k > 1 and cfg.reference == "round":
-            self.system, self.weights = self._rebase(k), None
-        if done.is_file():
-            found: dict[str, Any] = json.loads(done.read_text())
-            if (folder / "train" / "final" / RUN_FILE).is_file():
-                self.weights = folder / "train" / "final"
-            self._carry(folder)
+            self.system, self.weights = self._rebase(current), None
+        if current.finished():
+            found = current.result()
+            if current.train.finished():
+                self.weights = current.train.final
+            elif found.get("pairs"):
+                raise error(
+                    "config",
+                    f"--resume: {current.path} trained on {found['pairs']} pairs, but its final weights "
+                    f"({current.train.final}) are gone; delete {current.result_file} to train it again",
+                )
+            self._carry(current)
             return found
         where = f"round {k}/{cfg.rounds}"
-        if not (folder / "samples" / "samples.jsonl").is_file():
+        if not (current.samples / "samples.jsonl").is_file():
             self.say(f"{where}: sampling {len(self.inputs)} inputs x {cfg.samples}")
             sample_inputs(
                 self.system,
                 self.inputs,
-                folder / "samples",
+                current.samples,
                 n=cfg.samples,
                 weights=self.weights,
                 seed=splitmix(cfg.seed, k),
@@ -177,12 +194,11 @@ class _Run:
                 trust_remote_code=self.trust,
                 options=self.options,
             )
-        found_samples = saved.read(folder / "samples")
-        prefs = folder / "pairs.jsonl"
-        if not prefs.is_file():
-            made = pairs(found_samples, cfg.pairing, cfg.min_gap, folder, cfg.min_chosen)
-            atomic_write(prefs, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made.pairs))
-        rows = prefs.read_text().splitlines()
+        found_samples = saved.read(current.samples)
+        if not current.pairs.is_file():
+            made = pairs(found_samples, cfg.pairing, cfg.min_gap, current.path, cfg.min_chosen)
+            write_jsonl(current.pairs, made.pairs)
+        rows = current.pairs.read_text().splitlines()
         self.say(f"{where}: {len(rows)} {'ranked lists' if cfg.pairing == 'ranked' else 'pairs'}")
         result: dict[str, Any] = {
             "round": k,
@@ -190,23 +206,24 @@ class _Run:
             "train_mean_score": statistics.fmean(s.score or 0.0 for s in found_samples),
         }
         if rows:
-            result.update(self._train(folder, where))
+            result.update(self._train(current, where))
         elif cfg.reference == "initial":  # nothing to learn from: the weights carry over
             self.say(f"{where}: no pairs (every input's samples scored alike); the weights carry over")
-        if self.held is not None:
+        if self.held is not None and self.baseline is not None:
             self.say(f"{where}: evaluating {len(self.held)} held-out inputs")
-            result.update(self._evaluate(folder / "eval", self.system, self.weights))
-        write_json(done, result)
+            found = self._scores(current, self.system, self.weights)
+            result.update(eval_mean_score=mean_score(found), win_rate=win_rate(found, self.baseline))
+        write_json(current.result_file, result)
         return result
 
-    def _train(self, folder: Path, where: str) -> dict[str, Any]:
-        run = folder / "train"
-        if not (run / "final" / RUN_FILE).is_file():
-            resuming = any((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else False
+    def _train(self, current: Round, where: str) -> dict[str, Any]:
+        run = current.train
+        if not run.finished():
+            resuming = bool(run.checkpoint_folders())
             trainer = Trainer(
                 self.system,
-                folder / "pairs.jsonl",
-                run,
+                current.pairs,
+                run.path,
                 self.config.train.model_copy(
                     update={"quiet": self.config.train.quiet or not sys.stderr.isatty()}
                 ),
@@ -215,70 +232,45 @@ class _Run:
             )
             self.say(f"{where}: training {trainer.total_steps} steps" + (" (resumed)" if resuming else ""))
             trainer.train(resume=resuming)
-        self.weights = run / "final"
-        self._carry(folder)
-        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-        return {"loss": last["loss"], "accuracy": last["rewards/accuracy"]}
+        self.weights = run.final
+        self._carry(current)
+        last = run.metrics()[-1]
+        return {"loss": last["loss"], "accuracy": last["rewards/accuracies"]}
 
-    def _carry(self, folder: Path) -> None:
+    def _carry(self, current: Round) -> None:
         """With `reference="round"`: the round's trained components exported merged, the next base."""
-        if self.config.reference != "round" or not (folder / "train" / "final" / RUN_FILE).is_file():
+        if self.config.reference != "round" or not current.train.finished() or current.exported():
             return
         from compound.export import export
 
-        target = folder / "export"
-        if not (target / "done").is_file():
-            export(folder / "train", target, trust_remote_code=self.trust)
-            (target / "done").write_text("")
+        export(current.train.path, current.export, trust_remote_code=self.trust)
+        atomic_write(current.export / EXPORTED, "")
 
-    def _rebase(self, k: int) -> Path:
+    def _rebase(self, current: Round) -> Path:
         """Round k's system.cmp: the original with each component trained so far at its latest export."""
-        path = self.out / f"round-{k}" / "system.cmp"
-        if not path.is_file():
-            folders: dict[str, Path] = {}
-            for j in range(1, k):
-                exported = self.out / f"round-{j}" / "export"
-                folders.update(
-                    {p.name: p for p in exported.iterdir() if p.is_dir()} if exported.is_dir() else {}
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, with_folders(self.config.system, folders))
-        return path
+        if not current.system.is_file():
+            earlier = [self.folder.round(j) for j in range(1, current.number)]
+            atomic_write(current.system, with_folders(self.config.system, latest(earlier)))
+        return current.system
 
-    def _evaluate(self, folder: Path, system: Path, weights: Path | None) -> dict[str, Any]:
-        """The held-out inputs run with the evaluation draws and scored; mean score and win rate
-        against round 0."""
+    def _scores(self, current: Round, system: Path, weights: Path | None) -> dict[str, float]:
+        """The held-out inputs run with the evaluation draws, each sample's score."""
         assert self.held is not None
-        if not (folder / "samples.jsonl").is_file():
-            sample_inputs(
-                system,
-                self.held,
-                folder,
-                n=self.config.eval_samples,
-                weights=weights,
-                seed=splitmix(self.config.seed, EVAL_STREAM),
-                scorer=self.scorer,
-                batch=self.config.batch,
-                decoding=self.config.decoding,
-                quiet=not sys.stderr.isatty(),
-                trust_remote_code=self.trust,
-                options=self.options,
-            )
-        found = {s.id: s.score or 0.0 for s in saved.read(folder)}
-        result: dict[str, Any] = {"eval_mean_score": statistics.fmean(found.values())}
-        if self.baseline is not None:
-            base = {s.id: s.score or 0.0 for s in saved.read(self.out / "round-0" / "eval")}
-            result["win_rate"] = win_rate(found, base)
-        return result
-
-
-def win_rate(scores: Mapping[str, float], baseline: Mapping[str, float]) -> float:
-    """The share of draws (matched by sample id) where `scores` beats `baseline`, ties counting half."""
-    shared = [k for k in scores if k in baseline]
-    if not shared:
-        raise error("config", "no held-out sample of this round matches one of round 0")
-    won = sum(1.0 if scores[k] > baseline[k] else 0.5 if scores[k] == baseline[k] else 0.0 for k in shared)
-    return won / len(shared)
+        cfg = self.config
+        return evaluate(
+            system,
+            self.held,
+            current.eval,
+            self.scorer,
+            cfg.seed,
+            samples=cfg.eval_samples,
+            batch=cfg.batch,
+            decoding=cfg.decoding,
+            weights=weights,
+            options=self.options,
+            trust_remote_code=self.trust,
+            quiet=not sys.stderr.isatty(),
+        )
 
 
 def plot(summary: Sequence[Mapping[str, Any]], path: Path) -> None:

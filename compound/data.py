@@ -30,10 +30,11 @@ from typing import Any
 
 from compound import ir
 from compound.diagnostics import CompoundError, Diagnostic, error, suggest
+from compound.interpret.given import given_values, problems
 from compound.io import read_jsonl
 from compound.limits import DEFAULT, Limits
 from compound.reference import row_key
-from compound.values import as_row, check_marginal, evaluate, problems, row_error
+from compound.values import as_row, check_marginal, row_error
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _recomputed(system: ir.System, row: dict[str, Any]) -> list[str]:
     if not any(isinstance(n, ir.ComputeNode) and (n.base in row or n.name in row) for n in system.nodes):
         return []
     try:
-        values = evaluate(system, row, "row")
+        values = given_values(system, row, "row")
     except CompoundError:  # a SysDPO-Sampling row: its intermediates are missing
         return []
     recomputed = as_row(system, values)
@@ -202,12 +203,9 @@ def _check(
         for side, name in zip(sides, names, strict=True)
         for d in problems(system, side, f"{where}, {name}", skip, limits)
     ]
-    for node in system.nodes:
-        if (
-            not found
-            and isinstance(node, ir.InputNode)
-            and any(s[node.base] != sides[0][node.base] for s in sides)
-        ):
+    inputs = [node for node in system.nodes if isinstance(node, ir.InputNode)]
+    for node in inputs if not found else []:
+        if any(s[node.base] != sides[0][node.base] for s in sides):
             message = (
                 "differs between the chosen and the rejected side; a pair shares its inputs"
                 if len(sides) == 2

@@ -10,26 +10,29 @@ diffusers' beside the base pipeline for a painter (`pipe.load_lora_weights(DIR/p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from compound.diagnostics import error
-from compound.loader import load
-from compound.train.checkpoint import RUN_FILE
+from compound.loader import load, lora_options
+from compound.run_folder import RUN_FILE, TrainRun
 
 
 def export(
     run: str | Path, out: str | Path, adapter: bool = False, trust_remote_code: bool = False
 ) -> list[Path]:
     """Export every component the run trained; return the folders written."""
-    final = Path(run) / "final"
-    if not (final / RUN_FILE).is_file():
-        raise error("config", f"{run} has no final weights ({final / RUN_FILE})")
-    meta = json.loads((final / RUN_FILE).read_text())
-    lora = {n: {"lora": spec} for n, spec in meta["lora"].items()}
-    system = load(meta["system"], weights=final, options=lora, trust_remote_code=trust_remote_code)
+    trained = TrainRun(Path(run))
+    if not trained.finished():
+        raise error("config", f"{run} has no final weights ({trained.final / RUN_FILE})")
+    meta = trained.weights()
+    system = load(
+        meta.system,
+        weights=trained.final,
+        options=lora_options(meta.lora),
+        trust_remote_code=trust_remote_code,
+    )
     written = []
-    for name in meta["trained"]:
+    for name in meta.trained:
         path = Path(out) / name
         system.backend(name).export(path, merge=not adapter)
         written.append(path)

@@ -58,6 +58,11 @@ def load(
     return loaded
 
 
+def lora_options(lora: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-component LoRA settings (`{"writer": {"r": 8}}`) as `load`'s component options."""
+    return {name: {"lora": dict(spec)} for name, spec in lora.items()}
+
+
 def load_weights(system: CompiledSystem, weights: str | Path) -> None:
     """Put trained weights (a folder written by `save_pretrained`: one subfolder per component) into the
     system's policy; components without a subfolder keep theirs, and every reference stays as it is."""

@@ -48,15 +48,16 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch.nn import functional as F
 
+from compound.choices import LossType, values
 from compound.types import LogRatio, Sides, total
 
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
+LOSS_TYPES = values(LossType)
 
 
 def sysdpo_loss(
     out: LogRatio,
     beta: float = 0.1,
-    loss_type: str = "sigmoid",
+    loss_type: LossType = "sigmoid",
     label_smoothing: float = 0.0,
     node_weights: Mapping[str, float] | None = None,
     nll: float = 0.0,
@@ -110,11 +111,22 @@ def rewards(
     """The implicit rewards of both sides of each pair: sum over nodes of beta_n * weight_n * log ratio_n."""
     if not node_weights and not node_betas:
         return beta * out.chosen, beta * out.rejected
-    weights, betas = node_weights or {}, node_betas or {}
-    scale = {n: betas.get(n, beta) * weights.get(n, 1.0) for n in out.per_node}
+    scale = scales(out.per_node, beta, node_weights, node_betas)
     chosen = total(scale[n] * c for n, (c, _) in out.per_node.items())
     rejected = total(scale[n] * r for n, (_, r) in out.per_node.items())
     return chosen, rejected
+
+
+def scales(
+    nodes: Mapping[str, object],
+    beta: float,
+    node_weights: Mapping[str, float] | None = None,
+    node_betas: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """Each node's factor from log ratio to implicit reward: its beta (its own, else `beta`) times its
+    weight (`node_weights`, else 1)."""
+    weights, betas = node_weights or {}, node_betas or {}
+    return {n: betas.get(n, beta) * weights.get(n, 1.0) for n in nodes}
 
 
 def plackett_luce_loss(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -7,19 +7,11 @@ share of the margin: which component the preferences credit) and REPORT.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from compound.diagnostics import error
-from compound.io import atomic_write, load_jsonl
-
-
-def read_metrics(run: str | Path) -> list[dict[str, Any]]:
-    path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
-        raise error("config", f"no metrics.jsonl in {run}: is it a training run?")
-    return [row for _, row in load_jsonl(path)]
+from compound.io import atomic_write
+from compound.run_folder import TrainRun
 
 
 def report(run: str | Path) -> Path:
@@ -30,7 +22,7 @@ def report(run: str | Path) -> Path:
     from matplotlib import pyplot as plt
 
     run = Path(run)
-    rows = read_metrics(run)
+    rows = TrainRun(run).metrics()
     out = run / "report"
     out.mkdir(exist_ok=True)
     steps = [r["step"] for r in rows]
@@ -52,14 +44,14 @@ def report(run: str | Path) -> Path:
         plt.close(fig)
 
     plot("loss", {"loss": [r["loss"] for r in rows]}, "SysDPO loss")
-    accuracy = {"system": [r["rewards/accuracy"] for r in rows]}
-    accuracy |= {n: [r.get(f"nodes/{n}/accuracy", float("nan")) for r in rows] for n in nodes}
-    if any("eval/accuracy" in r for r in rows):
-        accuracy["held out"] = [r.get("eval/accuracy", float("nan")) for r in rows]
+    accuracy = {"system": [r.get("rewards/accuracies", float("nan")) for r in rows]}
+    accuracy |= {n: [r.get(f"nodes/{n}/accuracies", float("nan")) for r in rows] for n in nodes}
+    if any("eval_rewards/accuracies" in r for r in rows):
+        accuracy["held out"] = [r.get("eval_rewards/accuracies", float("nan")) for r in rows]
     plot("accuracy", accuracy, "preference accuracy")
     plot(
         "margins",
-        {n: [r.get(f"nodes/{n}/margin", float("nan")) for r in rows] for n in nodes},
+        {n: [r.get(f"nodes/{n}/margins", float("nan")) for r in rows] for n in nodes},
         "reward margin (beta x log-ratio gap)",
         zero=True,
     )
@@ -75,13 +67,16 @@ def report(run: str | Path) -> Path:
 
 
 def _markdown(run: Path, rows: list[dict[str, Any]], nodes: list[str]) -> str:
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    config = TrainRun(run).settings()
     first, last = rows[0], rows[-1]
     window = rows[-max(1, len(rows) // 10) :]
 
     def mean(key: str) -> float:
         values = [r[key] for r in window if key in r]
         return sum(values) / len(values) if values else float("nan")
+
+    def at(row: dict[str, Any], key: str) -> float:
+        return row.get(key, float("nan"))
 
     lines = [
         f"# Training report: {run.name}",
@@ -93,10 +88,10 @@ def _markdown(run: Path, rows: list[dict[str, Any]], nodes: list[str]) -> str:
         "| | first step | last step | mean of the last 10% |",
         "|---|---|---|---|",
         f"| loss | {first['loss']:.4f} | {last['loss']:.4f} | {mean('loss'):.4f} |",
-        f"| accuracy | {first['rewards/accuracy']:.3f} | {last['rewards/accuracy']:.3f} | "
-        f"{mean('rewards/accuracy'):.3f} |",
-        f"| margin | {first['rewards/margin']:.4f} | {last['rewards/margin']:.4f} | "
-        f"{mean('rewards/margin'):.4f} |",
+        f"| accuracy | {at(first, 'rewards/accuracies'):.3f} | {at(last, 'rewards/accuracies'):.3f} | "
+        f"{mean('rewards/accuracies'):.3f} |",
+        f"| margin | {at(first, 'rewards/margins'):.4f} | {at(last, 'rewards/margins'):.4f} | "
+        f"{mean('rewards/margins'):.4f} |",
         "",
         "Per node, mean of the last 10% of steps (share: the node's margin over the sum of every node's "
         "|margin|):",
@@ -105,7 +100,7 @@ def _markdown(run: Path, rows: list[dict[str, Any]], nodes: list[str]) -> str:
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {n} | {mean(f'nodes/{n}/margin'):.4f} | {mean(f'nodes/{n}/accuracy'):.3f} | "
+        f"| {n} | {mean(f'nodes/{n}/margins'):.4f} | {mean(f'nodes/{n}/accuracies'):.3f} | "
         f"{mean(f'nodes/{n}/share'):+.3f} |"
         for n in nodes
     ]

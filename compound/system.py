@@ -6,7 +6,8 @@ stages together: `log_ratio` sends each pair to its estimator (SysDPO-Direct
 for pairs that give every sampled node, SysDPO-Sampling for pairs that leave
 intermediates out), `scores` gives the raw per-factor scores, `sample` runs the
 system forward, `reference_cache` precomputes the `cached` references, and
-`save_pretrained` writes what training changed.
+`trace` records what every node did, and `save_pretrained` writes what training changed. Each of
+them is one walk of the graph (`compound.interpret`) with its handlers.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from compound import ir
 from compound.backends.base import Backend
 from compound.diagnostics import error
 from compound.estimators import direct, marginal
+from compound.interpret.sample import sample
+from compound.interpret.score import check_pairs, draw_seeds, score
+from compound.interpret.trace import RunTrace, trace
 from compound.io import atomic_folder
 from compound.reference import ReferenceCache
-from compound.sampling import sample
-from compound.scoring import check_pairs, draw_seeds, score
 from compound.types import Assignment, LogRatio, Row, Scores, Sides, merge
 from compound.values import missing, row_error
 
@@ -70,7 +72,7 @@ class CompiledSystem(nn.Module):
         Pairs that give every sampled node are scored directly (SysDPO-Direct);
         pairs that lack intermediate nodes through the marginal over
         `candidates[k]`, assignments of their missing nodes (SysDPO-Sampling,
-        `compound.estimators.marginal.candidates`). `seeds` ([pairs, factors])
+        `compound.interpret.candidates.candidates`). `seeds` ([pairs, factors])
         replaces the draws from `generator`; components named in `frozen` are
         not run for direct pairs: an unchanged model's log ratio is exactly zero.
         """
@@ -95,7 +97,7 @@ class CompiledSystem(nn.Module):
                 f"{side} row {k}",
                 missing(self.system, row)[0],
                 "is missing (a sampled node of the system): give it, or candidates for SysDPO-Sampling "
-                "(compound.estimators.marginal.candidates)",
+                "(compound.interpret.candidates.candidates)",
             )
         if any(b.reference_strategy == "cached" for b in self.backends.values()):
             raise error(
@@ -166,6 +168,20 @@ class CompiledSystem(nn.Module):
         seeds, cached = self._lookup(chosen, rejected, cache, seeds)
         return score(self.system, self.backends, chosen, rejected, seeds, reference, cached, frozen)
 
+    def trace(
+        self,
+        rows: Sequence[Row],
+        generator: torch.Generator | None = None,
+        seeds: torch.Tensor | None = None,
+        reference: bool = True,
+    ) -> list[RunTrace]:
+        """Every node of each complete row (a sampled one, say): its parents' values, its prompt, its
+        value, and each factor's policy and reference scores and weighted log ratio
+        (`compound.interpret.trace`); `seeds` ([rows, factors]) replaces the draws from `generator`."""
+        if seeds is None:
+            seeds = draw_seeds(len(rows), len(self.system.factors), generator)
+        return trace(self.system, self.backends, rows, seeds, reference)
+
     # ------------------------------------------------------------ the cached reference
 
     def reference_fingerprints(self) -> dict[str, str]:
@@ -225,7 +241,7 @@ class CompiledSystem(nn.Module):
     def sample(
         self, inputs: Sequence[Row], n: int = 1, generator: torch.Generator | None = None, **decoding: Any
     ) -> list[dict[str, Any]]:
-        """Run the system forward n times per input row (`compound.sampling.sample`)."""
+        """Run the system forward n times per input row (`compound.interpret.sample.sample`)."""
         return sample(self.system, self.backends, inputs, n, generator, **decoding)
 
     def save_pretrained(self, path: str | Path, only: Collection[str] | None = None) -> None:

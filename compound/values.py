@@ -1,11 +1,11 @@
-"""A data row's node values: inputs and sampled nodes read from the row, computed nodes evaluated.
+"""One node's value in a data row, and what a node reads: the helpers every walk of the graph uses.
 
 A row maps node names to values: text -> str, image -> a PIL image or a file
 path, a plate -> a list (one value per member; `image[1]` may also be given on
 its own). Computed nodes are always recomputed from their arguments with the
 built-in functions, so a row never needs them. Mistakes name the row (a label
 such as "chosen row 3" or "prefs.jsonl row 7, chosen"), the node and where the
-node is declared.
+node is declared. The walk itself is `compound.interpret`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from compound import ir
 from compound.backends.fn import FUNCTIONS, Value, fill, render
-from compound.diagnostics import CompoundError, Diagnostic, error
+from compound.diagnostics import CompoundError, error
 from compound.limits import DEFAULT, Limits
 
 
@@ -109,38 +109,6 @@ def compute(node: ir.ComputeNode, values: Mapping[str, Any]) -> Value:
     """A computed node's value, from the built-in function it names."""
     positional, named = arguments(node, values)
     return FUNCTIONS[node.function].apply(positional, named, dict(node.options))
-
-
-def evaluate(system: ir.System, row: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """Every node's value for one complete row (inputs and sampled nodes given), in topological order."""
-    sizes = plate_sizes(system)
-    values: dict[str, Any] = {}
-    for node in system.nodes:
-        values[node.name] = (
-            compute(node, values) if isinstance(node, ir.ComputeNode) else given(node, row, label, sizes)
-        )
-    return values
-
-
-def problems(
-    system: ir.System,
-    row: Mapping[str, Any],
-    label: str,
-    skip: frozenset[str] = frozenset(),
-    limits: Limits = DEFAULT,
-) -> list[Diagnostic]:
-    """Everything wrong with one row: every missing or mistyped node, every unreadable image
-    (nodes in `skip`, those SysDPO-Sampling sums over, are not looked for)."""
-    sizes = plate_sizes(system)
-    found: list[Diagnostic] = []
-    for node in system.nodes:
-        if isinstance(node, ir.ComputeNode) or node.name in skip:
-            continue
-        try:
-            readable(node, given(node, row, label, sizes), label, limits)
-        except CompoundError as e:  # a plate's members share most problems: report each once
-            found += [d for d in e.diagnostics if d.message not in {f.message for f in found}]
-    return found
 
 
 def missing(system: ir.System, row: Mapping[str, Any]) -> list[ir.SampleNode]:

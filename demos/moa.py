@@ -206,7 +206,7 @@ class MixtureOfAgents(Task):
         from compound_demos.pretrain import train_lm
         from rich.progress import Progress
 
-        from compound.tiny import byte_tokenizer
+        from compound.testing import byte_tokenizer
 
         # vocab_size 258: the 256 byte symbols, EOS and PAD, no merges: one token per character
         tokenizer = byte_tokenizer(corpus(), vocab_size=258)

@@ -26,7 +26,7 @@ import torch
 from compound_demos import progression as task
 from rich.progress import Progress
 
-from compound.tiny import byte_tokenizer, clip_text_encoder, gpt2, save_pipeline
+from compound.testing import byte_tokenizer, clip_text_encoder, gpt2, save_pipeline
 
 OFFSET_NOISE = 0.1  # per-image shift of the training noise (Guttenberg 2023): lets the model move the mean
 MIN_PRETRAIN_STEPS = 4  # one-cycle schedules need a warm-up step and at least two to decay
@@ -132,7 +132,7 @@ def pretrain_painter(
 ) -> None:
     from diffusers import DDPMScheduler
 
-    from compound.backends.denoiser import TinyDenoiser
+    from compound.testing.denoiser import TinyDenoiser
 
     torch.manual_seed(seed)
     tokenizer = byte_tokenizer(task.captions(), vocab_size=320, max_length=8)

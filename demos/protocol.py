@@ -41,9 +41,9 @@ from compound import CompiledSystem, TrainConfig, Trainer, load
 from compound.align import AlignConfig, align
 from compound.credit import credit
 from compound.diagnostics import error
-from compound.pairing import pairs
 from compound.report import report
 from compound.samples import Sample, read, write
+from compound.samples.pairing import pairs
 from compound.scorers import Scorer
 from compound.seeds import splitmix
 

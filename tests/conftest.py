@@ -35,7 +35,7 @@ def compile_text():
 def tiny(tmp_path_factory):
     """Tiny real models, built once per session: `lm`, `lm2`, `painter` (TinyDenoiser),
     `unet` (diffusers' UNet2DConditionModel), `vpred` (v-prediction)."""
-    from compound.tiny import tiny_causal_lm, tiny_diffusion
+    from compound.testing import tiny_causal_lm, tiny_diffusion
 
     root = tmp_path_factory.mktemp("models")
     return {

@@ -16,10 +16,11 @@ from conftest import CORPUS
 from safetensors.torch import load_file
 from test_model_scorers import tiny_clip, tiny_encoder
 
-from compound.align import AlignConfig, align, win_rate
+from compound.align import AlignConfig, align
 from compound.credit import credit
-from compound.rewrite import with_folders
-from compound.tiny import tiny_models
+from compound.evaluation import win_rate
+from compound.model_folders import with_folders
+from compound.testing import tiny_models
 from compound.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -145,9 +145,12 @@ def test_pretrain_rejects_too_few_steps_and_runs_with_the_fewest_allowed(tmp_pat
 
 
 def test_epochs_flag_replaces_a_config_files_step_count():
-    from compound.cli import _train_settings
+    from compound.train.config import with_overrides
 
     # a round's budget in passes over its pairs: the config's fixed steps would otherwise win
-    assert _train_settings({"steps": 4, "beta": 0.1}, epochs=2.5, steps=None) == {"beta": 0.1, "epochs": 2.5}
-    assert _train_settings({"steps": 4}, epochs=2.5, steps=7) == {"steps": 7, "epochs": 2.5}
-    assert _train_settings({"steps": 4}, epochs=None, steps=None) == {"steps": 4}
+    assert with_overrides({"steps": 4, "beta": 0.1}, {"epochs": 2.5, "steps": None}) == {
+        "beta": 0.1,
+        "epochs": 2.5,
+    }
+    assert with_overrides({"steps": 4}, {"epochs": 2.5, "steps": 7}) == {"steps": 7, "epochs": 2.5}
+    assert with_overrides({"steps": 4}, {"epochs": None, "steps": None}) == {"steps": 4}

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 import compound
 from compound.diagnostics import CompoundError
-from compound.tiny import tiny_flux, tiny_sd, tiny_sd3, tiny_sdxl
+from compound.testing import tiny_flux, tiny_sd, tiny_sd3, tiny_sdxl
 
 SCHEDULERS = [
     "DDPMScheduler",

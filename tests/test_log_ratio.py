@@ -191,7 +191,7 @@ def test_gradients_reach_every_component(tiny, write_system):
 def test_sample_then_log_ratio_end_to_end(example, tmp_path):
     from pathlib import Path
 
-    from compound.tiny import tiny_models
+    from compound.testing import tiny_models
 
     source = Path(__file__).resolve().parents[1] / "examples" / f"{example}.cmp"
     cmp = tmp_path / source.name

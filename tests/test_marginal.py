@@ -9,8 +9,9 @@ from test_log_ratio import lm_logp
 from transformers import AutoTokenizer
 
 import compound
-from compound.estimators.marginal import candidates, log_marginal
+from compound.estimators.marginal import log_marginal
 from compound.estimators.marginal import log_ratio as marginal_log_ratio
+from compound.interpret.candidates import candidates
 
 CHOICES = ["small", "medium", "large", "huge"]
 

@@ -15,7 +15,7 @@ from compound import samples as saved
 from compound.diagnostics import CompoundError
 from compound.samples import Sample
 from compound.scorers import group_scores, scorer
-from compound.tiny import byte_tokenizer, gpt2
+from compound.testing import byte_tokenizer, gpt2
 
 TEXTS = [f"the answer {k} is {word}" for k in range(12) for word in ("good", "bad")]
 
@@ -180,7 +180,7 @@ def test_the_real_minilm_finds_a_paraphrase_closer_than_an_unrelated_sentence():
 def tiny_clip(folder: Path) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
-    from compound.tiny import clip_tokenizer
+    from compound.testing import clip_tokenizer
 
     tokenizer = clip_tokenizer()
     torch.manual_seed(3)

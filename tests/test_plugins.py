@@ -94,7 +94,7 @@ class Words(Backend):
 def test_a_plugin_kind_gets_sysdpo_sampling_candidates_from_the_contract(tmp_path, monkeypatch, write_system):
     """`candidates` is part of the contract: by default distinct draws of `sample`; a kind without a
     search of its own or without `sample` says so instead of failing with an AttributeError."""
-    from compound.estimators.marginal import candidates
+    from compound.interpret.candidates import candidates
 
     (tmp_path / "toy_plugins.py").write_text(textwrap.dedent(PLUGIN) + textwrap.dedent(WORDS))
     info = tmp_path / "toy_plugins-0.1.dist-info"

@@ -10,7 +10,7 @@ from conftest import perturb
 
 import compound
 from compound.diagnostics import CompoundError
-from compound.tiny import tiny_sd3, tiny_sdxl
+from compound.testing import tiny_sd3, tiny_sdxl
 
 
 @pytest.fixture(scope="module")

@@ -52,8 +52,10 @@ def test_training_raises_held_out_preference_accuracy(setup, only):
     before = trainer.evaluate(trainer.eval_data.pairs)
     trainer.train()
     after = trainer.evaluate(trainer.eval_data.pairs)
-    assert before["accuracy"] == 0.0 and before["margin"] == 0.0  # policy == reference: every margin is 0
-    assert after["accuracy"] >= 0.8 and after["margin"] > 0
+    assert (
+        before["rewards/accuracies"] == 0.0 and before["rewards/margins"] == 0.0
+    )  # policy == reference: every margin is 0
+    assert after["rewards/accuracies"] >= 0.8 and after["rewards/margins"] > 0
     frozen = {"writer": "painter", "painter": "writer"}.get(only[0]) if only else None
     if frozen:  # a frozen component contributes a log ratio of exactly zero
         out = trainer.log_ratio(trainer.eval_data.pairs[:4], 0)
@@ -186,10 +188,10 @@ def test_metrics_report_and_final_weights(setup):
         "loss",
         "rewards/chosen",
         "rewards/rejected",
-        "rewards/margin",
-        "rewards/accuracy",
-        "nodes/plan/margin",
-        "nodes/image[1]/accuracy",
+        "rewards/margins",
+        "rewards/accuracies",
+        "nodes/plan/margins",
+        "nodes/image[1]/accuracies",
         "nodes/image[0]/share",
         "components/writer/grad_norm",
         "components/painter/lr",
@@ -198,8 +200,8 @@ def test_metrics_report_and_final_weights(setup):
         assert key in last, key
     shares = [last[f"nodes/{n}/share"] for n in ("plan", "image[0]", "image[1]")]
     assert sum(abs(s) for s in shares) == pytest.approx(1.0)
-    assert last["rewards/margin"] == pytest.approx(
-        sum(last[f"nodes/{n}/margin"] for n in ("plan", "image[0]", "image[1]")), rel=1e-4
+    assert last["rewards/margins"] == pytest.approx(
+        sum(last[f"nodes/{n}/margins"] for n in ("plan", "image[0]", "image[1]")), rel=1e-4
     )
     path = report(run)
     assert "| loss |" in path.read_text()

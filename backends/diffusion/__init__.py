@@ -200,7 +200,7 @@ class Diffusion(Backend):
         self, conditions: Sequence[str], generator: torch.Generator, **options: Any
     ) -> list[Image.Image]:
         """One image per caption, batch by batch (`steps`, `guidance_scale`: the node's, the component's
-        or the caller's, as `compound.sampling` merged them)."""
+        or the caller's, as `Backend.sampling_options` merged them)."""
         self.family.follow()
         settings: dict[str, Any] = {k: options[k] for k in ("steps", "guidance_scale") if k in options}
         images: list[Image.Image] = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,14 @@ import torch
 
 #: Pipeline classes compound scores, and the family of each.
 PIPELINES = {
-    "CompoundDiffusion": "sd",  # compound's own small layout (compound.tiny), pixel or latent space
+    "CompoundDiffusion": "sd",  # compound's own small layout (compound.testing), pixel or latent space
     "StableDiffusionPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
     "FluxPipeline": "flux",
 }
+#: Where installed packages register model classes a pipeline folder may name (name -> `module:Class`).
+MODELS = "compound.models"
 #: The parts of a pipeline that hold weights.
 WEIGHTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
 
@@ -85,22 +89,26 @@ def _config(folder: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+@cache
+def _registered() -> dict[str, Any]:
+    """Model classes installed packages register, by class name (loaded when a folder names one)."""
+    return {ep.name: ep for ep in entry_points(group=MODELS)}
+
+
 def _class(library: str, name: str) -> Any:
     import diffusers
     import transformers
 
-    from compound.backends.denoiser import TinyDenoiser
-
-    allowed: dict[str, Any] = {"diffusers": diffusers, "transformers": transformers}
-    if library in ("compound", "compound.backends.denoiser") and name == "TinyDenoiser":
-        return TinyDenoiser
     if library == "transformers" and name.endswith(("Tokenizer", "TokenizerFast")):
         return transformers.AutoTokenizer
-    module = allowed.get(library)
+    module = {"diffusers": diffusers, "transformers": transformers}.get(library)
     cls = getattr(module, name, None) if module is not None else None
+    registered = _registered().get(name)
+    if module is None and registered is not None and registered.value.split(".")[0] == library.split(".")[0]:
+        cls = registered.load()
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise ValueError(
-            f"model_index.json names {library}.{name}; compound loads diffusers, transformers and "
-            "compound classes only"
+            f"model_index.json names {library}.{name}; compound loads diffusers and transformers classes "
+            f"and those installed packages register as {MODELS} entry points"
         )
     return cls

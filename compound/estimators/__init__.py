@@ -1,4 +1,4 @@
-"""Estimators of system log ratios, siblings that both score through `compound.scoring`.
+"""Estimators of system log ratios, siblings that both score through `compound.interpret.score`.
 
 - `direct`: SysDPO-Direct, for pairs that give every sampled node;
 - `marginal`: SysDPO-Sampling, for pairs that give only the inputs and outputs

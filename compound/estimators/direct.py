@@ -11,7 +11,7 @@ import torch
 
 from compound import ir
 from compound.backends.base import Backend
-from compound.scoring import score
+from compound.interpret.score import score
 from compound.types import LogRatio, Row, Sides
 
 

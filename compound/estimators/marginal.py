@@ -12,10 +12,11 @@ and both sides of the pair (they depend on x only), so the log ratio compares
 like with like. With candidates that cover every possible y the estimate is
 exact; with fewer it is a lower bound of the marginal.
 
-Candidates come from the system itself, for the first missing node in
-topological order by the backend's `candidates` (diverse beam search, `beam`,
-or independent draws, `sample`), each later missing node decoded once per
-candidate (greedily with `beam`). Only text intermediates are marginalized.
+Candidates come from the system itself (`compound.interpret.candidates`): for
+the first missing node in the walk's order by the backend's `candidates`
+(diverse beam search, `beam`, or independent draws, `sample`), each later
+missing node decoded once per candidate (greedily with `beam`). Only text
+intermediates are marginalized.
 
 A node's share of a Sampling row's log ratio uses the identity
 logsumexp(s) = sum_a w_a s_a + H(w), w = softmax(s): each node gets its
@@ -33,55 +34,9 @@ import torch
 from compound import ir
 from compound.backends.base import Backend
 from compound.estimators.direct import exact_nodes
-from compound.scoring import draw_seeds, score
+from compound.interpret import sites
+from compound.interpret.score import draw_seeds, score
 from compound.types import Assignment, LogRatio, Row, Scores, Sides, total
-from compound.values import compute, condition, given, missing, plate_sizes
-
-
-def candidates(
-    system: ir.System,
-    backends: Mapping[str, Backend],
-    row: Row,
-    k: int,
-    strategy: str,
-    generator: torch.Generator,
-    label: str = "row",
-) -> list[Assignment]:
-    """Up to k distinct assignments of the row's missing intermediate nodes, from the current policy.
-
-    Only the inputs and the given nodes they depend on are needed: outputs may be absent.
-    """
-    outputs = set(system.outputs)
-    gone = {n.name for n in missing(system, row) if n.name not in outputs}
-    if not gone:
-        return [{}]
-    sizes = plate_sizes(system)
-    runs: list[dict[str, Any]] = [{}]
-    first = True
-    for node in system.nodes:
-        known = runs[0]
-        if isinstance(node, ir.ComputeNode):
-            if all(p in known for p in node.parents):
-                for values in runs:
-                    values[node.name] = compute(node, values)
-        elif not isinstance(node, ir.SampleNode) or node.name not in gone:
-            if node.name in row or node.base in row:
-                for values in runs:
-                    values[node.name] = given(node, row, label, sizes)
-        else:
-            backend = backends[node.component]
-            options = {**system.component(node.component).options, **node.options}
-            options = {key: v for key, v in options.items() if key in backend.sampling}
-            if first:
-                found = backend.candidates(condition(node, known), k, strategy, generator, **options)
-                runs = [{**known, node.name: value} for value in found]
-                first = False
-            else:
-                for values in runs:
-                    values[node.name] = backend.candidates(
-                        condition(node, values), 1, strategy, generator, **options
-                    )[0]
-    return [{name: values[name] for name in gone} for values in runs]
 
 
 def log_marginal(
@@ -109,8 +64,10 @@ def log_ratio(
     """Log ratios of output-only pairs through the marginal over their candidates `found[k]`."""
     grids = _grids(system, backends, chosen, rejected, found, seeds, generator)
     factors, scores = system.factors, grids.scores
-    # The entropy term of each pair goes to its first missing node in topological order.
-    firsts = [next((n.name for n in system.nodes if n.name in a[0]), None) for a in found]
+    # The entropy term of each pair goes to its first missing node in the walk's order (whose
+    # candidates fanned the run out).
+    walk = [node.name for site in sites(system) for node in site.nodes]
+    firsts = [next((name for name in walk if name in a[0]), None) for a in found]
     per_node: dict[str, tuple[Any, Any]] = {}
     policy: dict[str, tuple[Any, Any]] = {}
     sizes: dict[str, tuple[Any, Any]] = {}

@@ -8,8 +8,7 @@
 - `trainer`: the loop that uses them.
 """
 
-from compound.train.checkpoint import RUN_FILE
 from compound.train.config import TrainConfig, read_config
 from compound.train.trainer import Trainer, TrainingError
 
-__all__ = ["RUN_FILE", "TrainConfig", "Trainer", "TrainingError", "read_config"]
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "read_config"]

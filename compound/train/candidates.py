@@ -16,7 +16,7 @@ import torch
 from compound import ir
 from compound.backends.base import Backend
 from compound.data import Pair
-from compound.estimators.marginal import candidates
+from compound.interpret.candidates import candidates
 from compound.seeds import splitmix
 from compound.types import Assignment
 

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from compound.diagnostics import error
-from compound.io import atomic_folder, atomic_write, damaged, read_jsonl, write_checksums, write_json
+from compound.io import atomic_folder, damaged, read_jsonl, write_checksums, write_json, write_jsonl
+from compound.run_folder import RUN_FILE, TrainRun
 from compound.system import CompiledSystem
 
-RUN_FILE = "compound.json"
 STATE = "state.json"
 
 
@@ -38,11 +38,12 @@ class Checkpointer:
 
     def __init__(self, out: Path, keep: int, accelerator: Any):
         self.out, self.keep, self.acc = out, keep, accelerator
-        self.root = out / "checkpoints"
+        self.run = TrainRun(out)
+        self.root = self.run.checkpoints
 
     def checkpoints(self) -> list[Path]:
         """Every checkpoint folder, oldest first."""
-        return sorted(self.root.glob("step-*"))
+        return self.run.checkpoint_folders()
 
     def problem(self, checkpoint: Path) -> str | None:
         """Why a checkpoint cannot be resumed from (damaged, or its weights not finite); None if it can."""
@@ -137,7 +138,7 @@ class Checkpointer:
 
     def save_final(self, model: CompiledSystem, trained: Sequence[str], meta: Mapping[str, Any]) -> Path:
         """RUN/final: each trained component's weights (or adapter), what to load them into, checksums."""
-        final = self.out / "final"
+        final = self.run.final
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             with atomic_folder(final) as tmp:
@@ -152,7 +153,7 @@ class MetricsLog:
     """RUN/metrics.jsonl: one JSON line per step."""
 
     def __init__(self, out: Path):
-        self.path = out / "metrics.jsonl"
+        self.path = TrainRun(out).metrics_file
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -170,4 +171,4 @@ class MetricsLog:
                 for line in read_jsonl(self.path)
                 if isinstance(line.value, dict) and line.value.get("step", step + 1) <= step
             ]
-            atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+            write_jsonl(self.path, kept)

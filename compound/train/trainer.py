@@ -27,26 +27,29 @@ import torch
 
 from compound.data import Pair, Preferences, load_preferences
 from compound.devices import accelerated
-from compound.diagnostics import error, suggest
+from compound.diagnostics import CompoundError, Diagnostic, error, suggest
 from compound.io import write_json
-from compound.loader import load, load_weights
-from compound.loss import chosen_nll, plackett_luce_loss, rewards, sysdpo_loss
+from compound.loader import load, load_weights, lora_options
+from compound.loss import chosen_nll, plackett_luce_loss, rewards, scales, sysdpo_loss
 from compound.progress import Mode, Progress
-from compound.ranking import Slot, adjacent, expand, gather
 from compound.reference import ReferenceCache
 from compound.system import CompiledSystem
 from compound.train.betas import auto_betas, by_node, given_betas
 from compound.train.candidates import CandidateStore
 from compound.train.checkpoint import Checkpointer, MetricsLog
-from compound.train.config import TrainConfig
+from compound.train.config import TrainConfig, validated
 from compound.train.metrics import step_metrics
+from compound.train.ranking import Slot, adjacent, expand, gather
 from compound.train.schedule import Schedule
-from compound.types import LogRatio, Row, Sides
+from compound.types import LogRatio, Row, Sides, total
 from compound.values import missing
 
 
-class TrainingError(RuntimeError):
+class TrainingError(CompoundError):
     """The run cannot go on (repeated non-finite steps); its last good checkpoint is intact."""
+
+    def __init__(self, message: str):
+        super().__init__([Diagnostic("error", "training", message)])
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Trainer:
         from accelerate.utils import DistributedDataParallelKwargs
 
         settings = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
-        self.config = cfg = TrainConfig(**{**settings, **overrides})
+        self.config = cfg = validated(TrainConfig, {**settings, **overrides})
         self.system_path, self.out = Path(system), Path(out)
         trackers = [t for t in cfg.report_to if t != "none"]
         self.accelerator = acc = Accelerator(
@@ -106,9 +109,11 @@ class Trainer:
             project_dir=str(self.out),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
         )
-        options = {name: {"lora": spec} for name, spec in cfg.lora.items()}
         self.system = load(
-            self.system_path, reference=cfg.reference, options=options, trust_remote_code=trust_remote_code
+            self.system_path,
+            reference=cfg.reference,
+            options=lora_options(cfg.lora),
+            trust_remote_code=trust_remote_code,
         )
         names = list(self.system.components)
         nodes = {f.node for f in self.system.system.factors}
@@ -232,7 +237,7 @@ class Trainer:
 
     def _expand(self, pairs: Sequence[Pair], epoch: int) -> Expanded:
         """The rows to score for `pairs` and their draws' seeds: the pairs themselves, or, when some are
-        ranked lists, every list's outputs paired up, all with the list's seeds (`compound.ranking`)."""
+        ranked lists, every list's outputs paired up, all with the list's seeds (`compound.train.ranking`)."""
         seeds = self.schedule.seeds([p.row for p in pairs], epoch, len(self.system.system.factors))
         if not any(p.rest for p in pairs):
             chosen: list[Row] = [p.chosen for p in pairs]
@@ -282,11 +287,21 @@ class Trainer:
         cfg = self.config
         out = scored.out
         totals = rewards(out, cfg.beta, self.node_weights, self.node_betas)
-        scale = {n: self.node_betas.get(n, cfg.beta) * self.node_weights.get(n, 1.0) for n in out.per_node}
+        scale = scales(out.per_node, cfg.beta, self.node_weights, self.node_betas)
         per_node = {n: (scale[n] * c, scale[n] * r) for n, (c, r) in out.per_node.items()}
         if scored.slots is None:
             return totals, per_node
         return adjacent(totals, scored.slots), {n: adjacent(v, scored.slots) for n, v in per_node.items()}
+
+    def logps(self, scored: Scored) -> Sides | None:
+        """The policy's log-probabilities of each pair's better and worse side (of a ranked list: each
+        output and the one below it), its language-model nodes' summed; None when it has none."""
+        out = scored.out
+        exact = [n for n in out.policy if n in out.exact]
+        if not exact:
+            return None
+        sides = (total(out.policy[n][0] for n in exact), total(out.policy[n][1] for n in exact))
+        return sides if scored.slots is None else adjacent(sides, scored.slots)
 
     def loss(self, scored: Scored) -> torch.Tensor:
         cfg = self.config
@@ -377,8 +392,15 @@ class Trainer:
                 node: (gather_all([f[1][node][0] for f in found]), gather_all([f[1][node][1] for f in found]))
                 for node in found[0][1]
             }
+            logps = [self.logps(o) for o in outs]
+            both = [lp for lp in logps if lp is not None]
+            gathered = (gather_all([b[0] for b in both]), gather_all([b[1] for b in both])) if both else None
             metrics = step_metrics(
-                loss, gather_all([f[0][0] for f in found]), gather_all([f[0][1] for f in found]), per_node
+                loss,
+                gather_all([f[0][0] for f in found]),
+                gather_all([f[0][1] for f in found]),
+                per_node,
+                gathered,
             )
         return {"step": self.step + 1, "epoch": self.step / self.steps_per_epoch, **metrics}
 
@@ -407,11 +429,11 @@ class Trainer:
             while self.step < self.total_steps:
                 last = self.train_step()
                 if self.eval_data is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
-                    last.update({f"eval/{k}": v for k, v in self.evaluate(self.eval_data.pairs).items()})
+                    last.update({f"eval_{k}": v for k, v in self.evaluate(self.eval_data.pairs).items()})
                 if acc.is_main_process:
                     self.metrics_log.append(last)
                 acc.log({k: v for k, v in last.items() if k != "step"}, step=self.step)
-                progress.update(self.step, f"loss {last['loss']:.4f}  acc {last['rewards/accuracy']:.2f}")
+                progress.update(self.step, f"loss {last['loss']:.4f}  acc {last['rewards/accuracies']:.2f}")
                 if self.bad_in_a_row >= cfg.nan_patience:
                     acc.end_training()
                     good = self.checkpoints.latest_good()
@@ -428,8 +450,9 @@ class Trainer:
         return last
 
     def evaluate(self, pairs: Sequence[Pair]) -> dict[str, float]:
-        """Preference accuracy and mean margin (the implicit rewards' gap) on held-out pairs (of ranked
-        lists: over each output and the one ranked below it).
+        """Preference accuracy and mean margin (the implicit rewards' gap), `rewards/accuracies` and
+        `rewards/margins`, on held-out pairs (of ranked lists: over each output and the one ranked below
+        it); logged during training as TRL logs them, `eval_rewards/accuracies`.
 
         With reference='cached', the pairs must be in the cache: pass them as `eval_data`.
         """
@@ -437,7 +460,10 @@ class Trainer:
         with torch.no_grad():
             (better, worse), _ = self.rewards(self.score(pairs, 0, model, source="eval"))
         margin = better - worse
-        return {"accuracy": (margin > 0).float().mean().item(), "margin": margin.mean().item()}
+        return {
+            "rewards/accuracies": (margin > 0).float().mean().item(),
+            "rewards/margins": margin.mean().item(),
+        }
 
     # ------------------------------------------------------------ saving
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compound.io import atomic_file, atomic_write
-from compound.samples import Sample, by_input
+from compound.samples.store import Sample, by_input
 
 
 def contact_sheet(samples: Sequence[Sample], folder: str | Path, thumb: int = 64) -> tuple[Path, Path]:

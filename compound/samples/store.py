@@ -1,15 +1,15 @@
-"""Sampled rows on disk: DIR/samples.jsonl and its images, read back, scored and grouped by input.
+"""Sampled rows on disk: DIR/samples.jsonl and its images, written, read back and grouped by input.
 
 `compound sample` writes DIR/samples.jsonl (one sampled row per line:
 `{"id", "input": {...}, "values": {...}, "score"?}`), images saved as PNG under
 DIR/images/ and referred to by path relative to DIR. `compound pairs` reads it
-back, scores the rows and pairs them (`compound.pairing`).
+back, scores the rows (`compound.samples.score`) and pairs them
+(`compound.samples.pairing`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +17,7 @@ from typing import Any
 
 from compound import ir
 from compound.diagnostics import error
-from compound.io import atomic_write, read_jsonl
-from compound.scorers import Scorer, group_scores
+from compound.io import read_jsonl, write_jsonl
 
 
 @dataclass
@@ -63,7 +62,7 @@ def write(samples: Sequence[Sample], folder: str | Path, name: str = "samples.js
             return [plain(v, f"{stem}-{j}") for j, v in enumerate(value)]
         return value
 
-    lines = []
+    records = []
     for s in samples:
         record: dict[str, Any] = {
             "id": s.id,
@@ -72,8 +71,8 @@ def write(samples: Sequence[Sample], folder: str | Path, name: str = "samples.js
         }
         if s.score is not None:
             record["score"] = s.score
-        lines.append(json.dumps(record, ensure_ascii=False))
-    return atomic_write(folder / name, "".join(line + "\n" for line in lines))
+        records.append(record)
+    return write_jsonl(folder / name, records)
 
 
 def read(folder: str | Path, name: str = "samples.jsonl") -> list[Sample]:
@@ -109,42 +108,8 @@ def read(folder: str | Path, name: str = "samples.jsonl") -> list[Sample]:
     return samples
 
 
-def score(samples: Iterable[Sample], scorer: Scorer) -> None:
-    """Score every sample, the samples of one input together when the scorer scores groups (a pairwise
-    judge, a batched model); a scorer that fails or gives no finite number names the sample."""
-    if getattr(scorer, "score_group", None) is None:
-        for s in samples:
-            try:
-                value = float(scorer(s.row))
-            except Exception as e:  # a scorer is the user's code: whatever it raises, say which sample
-                raise error(
-                    "config", f"the scorer failed on sample {s.id}: {type(e).__name__}: {e}"
-                ) from None
-            _set(s, value)
-        return
-    for group in by_input(samples).values():
-        try:
-            values = group_scores(scorer, [s.row for s in group])
-        except Exception as e:
-            ids = ", ".join(s.id for s in group)
-            raise error("config", f"the scorer failed on samples {ids}: {type(e).__name__}: {e}") from None
-        for s, value in zip(group, values, strict=True):
-            _set(s, value)
-
-
-def _set(sample: Sample, value: float) -> None:
-    if not math.isfinite(value):
-        raise error("config", f"the scorer gave sample {sample.id} the score {value}, not a finite number")
-    sample.score = value
-
-
 def by_input(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     groups: dict[str, list[Sample]] = {}
     for s in samples:
         groups.setdefault(json.dumps(s.input, sort_keys=True, ensure_ascii=False), []).append(s)
     return groups
-
-
-def best_of(samples: Sequence[Sample]) -> list[Sample]:
-    """The highest-scoring sample of each input (the first one on ties)."""
-    return [max(group, key=lambda s: s.score or 0.0) for group in by_input(samples).values()]

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compound.choices import Pairing, values
 from compound.diagnostics import error
-from compound.samples import Sample, by_input
+from compound.samples.store import Sample, by_input
 
-STRATEGIES = ("best-worst", "all", "ranked")
+STRATEGIES = values(Pairing)
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Pairing:
 
 def pairs(
     samples: Sequence[Sample],
-    strategy: str = "best-worst",
+    strategy: Pairing = "best-worst",
     min_gap: float = 0.0,
     relative_to: Path | None = None,
     min_chosen: float | None = None,

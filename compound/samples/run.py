@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from compound import samples as saved
-from compound.contact import contact_sheet
 from compound.devices import accelerated
 from compound.loader import load
+from compound.samples.contact import contact_sheet
 from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
 from compound.seeds import splitmix

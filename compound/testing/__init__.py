@@ -137,7 +137,7 @@ def tiny_diffusion(
     a DDPM scheduler, a one-layer CLIP text encoder and its tokenizer, and `model_index.json`."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    from compound.backends.denoiser import TinyDenoiser
+    from compound.testing.denoiser import TinyDenoiser
 
     path = Path(path)
     tokenizer = byte_tokenizer(corpus, max_length=16)
