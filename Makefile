@@ -2,21 +2,21 @@
 #   make demo   the main job: the paper's progression experiment end to end (runs/demo/RESULTS.md)
 #   make test   the test suite
 # Both create .venv (torch's CPU build first, then the package with pinned
-# versions) and install Graphviz with apt-get when `dot` is missing.
+# versions) and install Graphviz (and, for the tests, Chromium) with apt-get when missing.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install graphviz bench lint typecheck clean real
+.PHONY: demo test install graphviz chromium bench lint typecheck clean real
 
 demo: install graphviz
 	$(BIN)/compound check examples/*.cmp
 	$(BIN)/compound compile examples/storyboard.cmp --viz out/storyboard.svg
 	$(BIN)/compound demo --out runs/demo
 
-test: lint typecheck graphviz
+test: lint typecheck graphviz chromium
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 install: $(STAMP)
@@ -47,12 +47,20 @@ graphviz:
 	  else echo "run as root or install Graphviz yourself (apt-get install graphviz)"; exit 1; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq graphviz >/dev/null; }
 
+# The browser tests' Chromium: Debian's (Playwright drives it; its own browser download is never fetched).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Chromium is missing: installing it with apt-get (for the browser tests)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "run as root or install Chromium yourself (apt-get install chromium)"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 bench: install
 	$(BIN)/python bench/compile_scale.py
 
 lint: install
-	$(BIN)/ruff check compound backends grammar demos tests bench examples
-	$(BIN)/ruff format --check compound backends grammar demos tests bench examples
+	$(BIN)/ruff check compound backends grammar demos tests bench examples docs
+	$(BIN)/ruff format --check compound backends grammar demos tests bench examples docs
 
 # mypy sees the packages as installed: compound/ with backends/ and grammar/ inside, compound_demos/.
 TYPECHECK := build/typecheck

@@ -114,6 +114,8 @@ class Backend(nn.Module, ABC):
     def load_weights(self, folder: Path) -> None:
         """Put trained weights from `save_pretrained` into the policy, in place: its LoRA adapter, or the
         whole model. The reference stays the base model the `.cmp` file names."""
+        from safetensors import SafetensorError
+
         if hasattr(self.model, "peft_config"):
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -121,13 +123,18 @@ class Backend(nn.Module, ABC):
             adapter = folder / "adapter_model.safetensors"
             if not adapter.is_file():
                 raise self.error(f"no trained LoRA adapter (adapter_model.safetensors) in {folder}")
-            set_peft_model_state_dict(self.model, load_file(adapter))
+            try:
+                set_peft_model_state_dict(self.model, load_file(adapter))
+            except (OSError, SafetensorError, RuntimeError, KeyError) as e:
+                raise load_failed(
+                    self.component, str(adapter.resolve()), "a LoRA adapter for it", e
+                ) from None
             return
         try:
             state = self.trained_state(folder)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise load_failed(self.component, str(folder), "trained weights for it", e) from None
-        self.model.load_state_dict(state)
+            self.model.load_state_dict(state)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+            raise load_failed(self.component, str(folder.resolve()), "trained weights for it", e) from None
 
     def trained_state(self, folder: Path) -> Mapping[str, torch.Tensor]:
         """The state dict of a whole model saved by `save_pretrained` in `folder`."""

@@ -51,6 +51,7 @@ from compound.backends import BUILTIN
 from compound.backends.base import Backend, int_option, load_failed
 from compound.backends.decoding import PatternTooSlow, RegexConstraint, diverse_beams
 from compound.backends.loading import checkpointing, dtype_option, lora, resolve, safetensors_only
+from compound.console import once
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,15 @@ class CausalLM(Backend):
                 raise self.error(
                     f"a value of {len(s.completion)} tokens does not fit max_length={self.max_length}"
                 )
-            prompt = list(s.prompt)[max(0, len(s.prompt) + len(s.completion) - self.max_length) :]
+            cut = max(0, len(s.prompt) + len(s.completion) - self.max_length)
+            if cut:
+                once(
+                    f"{self.component.name}:score-cut",
+                    f"component '{self.component.name}': a prompt and value of "
+                    f"{len(s.prompt) + len(s.completion)} tokens do not fit max_length={self.max_length}: "
+                    "the prompt loses its first tokens when scored (and so does every longer one)",
+                )
+            prompt = list(s.prompt)[cut:]
             rows.append((prompt + list(s.completion), len(prompt)))
         width = max(len(ids) for ids, _ in rows)
         device = next(model.parameters()).device
@@ -259,8 +268,10 @@ class CausalLM(Backend):
         room = max(1, self.max_length - int(settings["max_new_tokens"]))
         try:
             for start in range(0, len(conditions), self.batch_size):
+                prompts = [self.prompt(c) for c in conditions[start : start + self.batch_size]]
+                self._say_if_cut(prompts, room)
                 batch = self.tokenizer(
-                    [self.prompt(c) for c in conditions[start : start + self.batch_size]],
+                    prompts,
                     return_tensors="pt",
                     padding=True,
                     truncation=True,
@@ -287,6 +298,18 @@ class CausalLM(Backend):
         finally:
             self.tokenizer.padding_side, self.tokenizer.truncation_side = sides
         return out
+
+    def _say_if_cut(self, prompts: Sequence[str], room: int) -> None:
+        """Say once that prompts longer than the room generation leaves lose their start (the tokenizer's
+        own warning is off: it quotes the whole text)."""
+        for prompt in prompts:
+            if len(prompt) > room // 4 and len(self.tokenizer(prompt)["input_ids"]) > room:
+                once(
+                    f"{self.component.name}:sample-cut",
+                    f"component '{self.component.name}': prompts longer than {room} tokens (max_length "
+                    f"{self.max_length} less max_new_tokens) keep only their last {room} when sampling",
+                )
+                return
 
     def candidates(
         self, condition: str, k: int, strategy: str, generator: torch.Generator, **options: Any

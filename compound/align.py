@@ -33,6 +33,7 @@ the weights and numbers of a run that was never interrupted.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,14 +43,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from compound import samples as saved
-from compound.choices import Pairing, RoundReference
+from compound.choices import PairingStrategy, RoundReference
 from compound.diagnostics import error
 from compound.evaluation import evaluate, mean_score, win_rate
 from compound.inputs import read_inputs
 from compound.io import atomic_write, write_json, write_jsonl
 from compound.loader import lora_options
 from compound.model_folders import with_folders
-from compound.run_folder import EXPORTED, AlignRun, Round, latest
+from compound.run_folder import AlignRun, Round, latest, locked
 from compound.samples.pairing import pairs
 from compound.samples.run import sample_inputs
 from compound.scorers import Scorer
@@ -67,19 +68,25 @@ class AlignConfig(BaseModel):
     system: str
     inputs: str
     scorer: str
-    scorer_options: dict[str, Any] = {}
+    scorer_options: dict[str, Any] = Field({}, description="the scorer's options")
     rounds: int = Field(3, ge=1)
     samples: int = Field(4, ge=2, description="samples per training input per round")
     eval: str | None = None
     eval_samples: int = Field(1, ge=1, description="samples per held-out input")
-    pairing: Pairing = "best-worst"
+    pairing: PairingStrategy = "best-worst"
     min_gap: float = Field(0.0, ge=0)
     min_chosen: float | None = None
     reference: RoundReference = "initial"
     seed: int = 0
     batch: int = Field(8, ge=1, description="inputs per batched sampling call")
-    decoding: dict[str, Any] = {}
-    train: TrainConfig = TrainConfig()
+    decoding: dict[str, Any] = Field(
+        {},
+        description="sampling options, to every component that knows them: the [decoding] table "
+        "(max_new_tokens, temperature, steps, ...), or --max-new-tokens, --temperature, --denoising-steps",
+    )
+    train: TrainConfig = Field(
+        TrainConfig(), description="the training settings of every round (the [train] table)"
+    )
 
 
 def configure(
@@ -93,9 +100,15 @@ def configure(
     table the sampling options), with the `overrides`, `train` and `decoding` given on top (None: not
     given) and `scorer_options` added to the file's."""
     found = dict(settings)
-    trained = with_overrides(dict(found.pop("train", {}) or {}), train)
+    tables = {}
+    for name in ("train", "decoding"):
+        table = found.pop(name, None) or {}
+        if not isinstance(table, Mapping):
+            raise error("config", f"invalid settings: {name} is a table of settings, not {table!r}")
+        tables[name] = dict(table)
+    trained = with_overrides(tables["train"], train)
     sampling = {
-        **dict(found.pop("decoding", {}) or {}),
+        **tables["decoding"],
         **{k: v for k, v in decoding.items() if v is not None},
     }
     found.update({k: v for k, v in overrides.items() if v is not None})
@@ -117,11 +130,12 @@ def align(
     folder = AlignRun(Path(out))
     # reads the inputs and makes the scorer: mistakes show now, before anything is written
     run = _Run(config, folder, trust_remote_code, scorer)
-    _settle(config, folder, resume)
-    run.start()
-    summary = [run.round(folder.round(k)) for k in range(1, config.rounds + 1)]
-    write_jsonl(folder.summary, summary)
-    plot(summary, folder.path / "summary.png")
+    with locked(folder.path, "compound align"):
+        _settle(config, folder, resume)
+        run.start()
+        summary = [run.round(folder.round(k)) for k in range(1, config.rounds + 1)]
+        write_jsonl(folder.summary, summary)
+        plot(summary, folder.path / "summary.png")
     return summary
 
 
@@ -220,6 +234,8 @@ class _Run:
         run = current.train
         if not run.finished():
             resuming = bool(run.checkpoint_folders())
+            if not resuming and run.path.exists():  # stopped before its first checkpoint: nothing to keep
+                shutil.rmtree(run.path)
             trainer = Trainer(
                 self.system,
                 current.pairs,
@@ -239,12 +255,11 @@ class _Run:
 
     def _carry(self, current: Round) -> None:
         """With `reference="round"`: the round's trained components exported merged, the next base."""
-        if self.config.reference != "round" or not current.train.finished() or current.exported():
+        if self.config.reference != "round" or not current.train.finished():
             return
-        from compound.export import export
+        from compound.export import export_once
 
-        export(current.train.path, current.export, trust_remote_code=self.trust)
-        atomic_write(current.export / EXPORTED, "")
+        export_once(current.train.path, current.export, trust_remote_code=self.trust)
 
     def _rebase(self, current: Round) -> Path:
         """Round k's system.cmp: the original with each component trained so far at its latest export."""

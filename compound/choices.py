@@ -16,7 +16,7 @@ Schedule = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 #: Accelerate's mixed-precision modes.
 MixedPrecision = Literal["no", "bf16", "fp16"]
 #: How an input's samples become preference rows: best against worst, every better-worse pair, a ranking.
-Pairing = Literal["best-worst", "all", "ranked"]
+PairingStrategy = Literal["best-worst", "all", "ranked"]
 #: What each online round trains against: the base system, or the round's own start (iterative DPO).
 RoundReference = Literal["initial", "round"]
 

@@ -11,14 +11,16 @@ a traceback. Every command is wrapped by `guarded`, the one place a
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from compound.commands.common import err, report
+from compound.console import quiet
 from compound.diagnostics import CompoundError
 
 app = typer.Typer(
@@ -30,7 +32,19 @@ app = typer.Typer(
 )
 COMMANDS = "compound.commands"
 #: The built-in commands, in the order `compound --help` lists them (module `compound.commands.NAME`).
-BUILTIN = ("check", "compile", "train", "sample", "pairs", "align", "credit", "report", "export")
+BUILTIN = (
+    "check",
+    "compile",
+    "train",
+    "sample",
+    "pairs",
+    "label",
+    "align",
+    "credit",
+    "report",
+    "view",
+    "export",
+)
 
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,6 +59,19 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return run
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show the libraries' own bars, logs and warnings too.")
+    ] = False,
+) -> None:
+    """Every command's console shows compound's own progress and messages; the libraries' bars, logs and
+    warnings are off unless `--verbose` (or COMPOUND_VERBOSE=1) asks for them."""
+    if verbose:
+        os.environ["COMPOUND_VERBOSE"] = "1"
+    quiet()
 
 
 for _name in BUILTIN:
@@ -76,9 +103,7 @@ def main() -> None:
 
     from rich.markup import escape
 
-    warnings.filterwarnings(
-        "ignore", category=FutureWarning
-    )  # libraries' deprecation notices are not the user's
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
     try:
         app()
     except CompoundError as e:

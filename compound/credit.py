@@ -27,9 +27,10 @@ from compound.evaluation import evaluate, mean_score, win_rate
 from compound.inputs import read_inputs
 from compound.io import atomic_write, write_json
 from compound.model_folders import with_folders
-from compound.run_folder import EXPORTED, AlignRun, TrainRun, latest
+from compound.run_folder import AlignRun, TrainRun, latest
 from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
+from compound.train.config import validated
 
 
 def trained_folders(
@@ -37,23 +38,18 @@ def trained_folders(
 ) -> tuple[Path, dict[str, Path], dict[str, Any]]:
     """The run's original `.cmp` file, each trained component's merged folder, and the align settings
     (empty for a `compound train` run)."""
-    from compound.export import export
+    from compound.export import export_once
 
-    aligned, target = AlignRun(run), run / "credit" / "export"
+    aligned = AlignRun(run)
     if aligned.exists():
-        config = AlignConfig(**aligned.settings())
+        config = validated(AlignConfig, aligned.settings())
         rounds = aligned.trained()
         if not rounds:
             raise error("config", f"{run}: no round has trained yet")
         settings: dict[str, Any] = config.model_dump(mode="json")
         if config.reference == "round":  # every round's export: the latest of each component
-            unfinished = [r for r in rounds if not r.exported()]
-            if unfinished:
-                raise error(
-                    "config",
-                    f"{unfinished[0].path} trained, but its export is unfinished: `compound align --resume` "
-                    "finishes it",
-                )
+            for r in rounds:
+                export_once(r.train.path, r.export, trust_remote_code)
             return Path(config.system), latest(rounds), settings
         last, system = rounds[-1].train, Path(config.system)
     elif TrainRun(run).finished():
@@ -61,10 +57,7 @@ def trained_folders(
         system = Path(last.weights().system)
     else:
         raise error("config", f"{run} is neither a finished `compound train` run nor a `compound align` run")
-    if not (target / EXPORTED).is_file():
-        export(last.path, target, trust_remote_code=trust_remote_code)
-        atomic_write(target / EXPORTED, "")
-    return system, {p.name: p for p in sorted(target.iterdir()) if p.is_dir()}, settings
+    return system, export_once(last.path, run / "credit" / "export", trust_remote_code), settings
 
 
 def credit(

@@ -34,7 +34,7 @@ from compound.interpret.given import given_values, problems
 from compound.io import read_jsonl
 from compound.limits import DEFAULT, Limits
 from compound.reference import row_key
-from compound.values import as_row, check_marginal, row_error
+from compound.values import as_row, check_marginal, clashes, row_error
 
 
 @dataclass(frozen=True)
@@ -169,14 +169,16 @@ def _check(
 ) -> tuple[dict[str, Any], ...] | list[Diagnostic]:
     """The outputs of a valid record, best first, or everything wrong with it."""
     try:
-        sides = _sides(system, record, where, base)
+        sides = _sides(system, record, where, base, limits)
         names = ("chosen", "rejected") if len(sides) == 2 else [f"ranked[{k}]" for k in range(len(sides))]
+        seen: dict[str, int] = {}
         for k, side in enumerate(sides):
-            if side in sides[:k]:
+            earlier = seen.setdefault(row_key(side, {}), k)
+            if earlier != k:
                 what = (
                     "the chosen and the rejected side are the same"
                     if len(sides) == 2
-                    else (f"ranked[{k}] repeats ranked[{sides.index(side)}]")
+                    else f"ranked[{k}] repeats ranked[{earlier}]"
                 )
                 raise error("row", f"{where}: {what}; the comparison teaches nothing")
         gone = [
@@ -230,18 +232,40 @@ def _records(source: str | Path, limits: Limits) -> tuple[list[tuple[int, Any]],
         return [(n.number, n.value if n.problem is None else _Broken(n.problem)) for n in lines], path.parent
     if path.suffix == ".jsonl":
         raise error("row", f"no data file at {path}")
-    from datasets import load_dataset
+    from datasets import load_dataset, load_from_disk
 
     kinds = {".parquet": "parquet", ".json": "json", ".csv": "csv"}
     try:
         if path.is_file() and path.suffix in kinds:
             dataset = load_dataset(kinds[path.suffix], data_files=str(path), split="train")
+        elif path.is_dir() and (path / "dataset_info.json").is_file():  # `Dataset.save_to_disk`
+            dataset = load_from_disk(str(path))
         else:
             dataset = load_dataset(str(source), split="train")
     except Exception as e:  # datasets raises many kinds; all mean the same to the user
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise error("row", f"cannot read preference data {source}: {reason}") from None
-    return list(enumerate(dataset, 1)), (path.parent if path.is_file() else Path.cwd())
+    if hasattr(dataset, "keys") and "train" in dataset:  # a DatasetDict saved to disk
+        dataset = dataset["train"]
+    rows = [(number, _given(record)) for number, record in enumerate(dataset, 1)]
+    return rows, (path.parent if path.is_file() else Path.cwd())
+
+
+def _given(record: Any) -> Any:
+    """A dataset row as the values its file gives: a table holds every column in every row, and the
+    fields its rows lack (a pair's `ranked`, a ranked list's `chosen`, a node one row leaves out) as
+    None, which no row can mean (a value is text, an image or a list)."""
+    if not isinstance(record, dict):
+        return record
+
+    def kept(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [kept(v) for v in value]
+        return value
+
+    return {k: kept(v) for k, v in record.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -249,18 +273,34 @@ class _Broken:
     reason: str
 
 
-def _sides(system: ir.System, record: Any, where: str, base: Path) -> tuple[dict[str, Any], ...]:
+def _sides(
+    system: ir.System, record: Any, where: str, base: Path, limits: Limits = DEFAULT
+) -> tuple[dict[str, Any], ...]:
     """The outputs of one record as rows of node values, best first (image paths made absolute)."""
     if isinstance(record, _Broken):
         raise error("row", f"{where} {record.reason}")
     if not isinstance(record, dict):
         raise error("row", f"{where} is not an object")
+    if isinstance(record.get("input"), dict):
+        clashes(system, record["input"], f"{where}, input")
+    if "ranked" in record and ({"chosen", "rejected"} & set(record)):
+        raise error(
+            "row",
+            f"{where} gives both ranked and chosen/rejected: a row is a ranked list or a pair; split it "
+            "into two rows",
+        )
     if set(record) >= {"input", "ranked"} and isinstance(record["input"], dict):
         ranked = record["ranked"]
         if not isinstance(ranked, list) or not all(isinstance(item, dict) for item in ranked):
             raise error("row", f"{where}: ranked must be a list of objects of node values, best first")
         if len(ranked) < 2:
             raise error("row", f"{where}: ranked holds {len(ranked)} output; a ranking needs two or more")
+        if len(ranked) > limits.ranked_outputs:
+            raise error(
+                "row",
+                f"{where}: ranked holds {len(ranked):,} outputs "
+                f"(Limits.ranked_outputs: {limits.ranked_outputs:,})",
+            )
         _known_names(system, record, where, [f"ranked[{k}]" for k in range(len(ranked))], ranked)
         sides = tuple({**record["input"], **item} for item in ranked)
     elif {"input", "chosen", "rejected"} <= set(record) and all(

@@ -183,6 +183,69 @@ def read_jsonl(path: str | Path, limits: Limits = DEFAULT) -> list[Line]:
     return lines
 
 
+def read_table(path: str | Path, what: str, limits: Limits = DEFAULT) -> dict[str, Any]:
+    """A TOML or YAML file of settings (a config or a scorer file) as a dict: a regular file of at most
+    `Limits.config_bytes`, UTF-8, with no YAML aliases (a few bytes of them can stand for gigabytes);
+    any mistake is an error naming the file and where in it."""
+    path = Path(path)
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise error("config", f"{path}: use a .toml or .yaml {what}")
+    try:
+        if not path.is_file():
+            raise error("config", f"cannot read the {what} {path}: not a file")
+        size = path.stat().st_size
+        if size > limits.config_bytes:
+            raise error(
+                "config",
+                f"the {what} {path} is {size:,} bytes (Limits.config_bytes: {limits.config_bytes:,})",
+            )
+        text = decode(path.read_bytes(), str(path))
+    except OSError as e:
+        raise error("config", f"cannot read the {what} {path}: {e.strerror or e}") from None
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            found: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise error("config", f"{path}: not valid TOML: {e}") from None
+    else:
+        found = _yaml(text, path)
+    if found is None:
+        return {}
+    if not isinstance(found, dict):
+        raise error("config", f"{path}: a {what} holds a table of settings, not {_kind(found)}")
+    return found
+
+
+def _yaml(text: str, path: Path) -> Any:
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise error(
+                    "config",
+                    f"{path}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*name) are not read in "
+                    "settings files; write the value out",
+                )
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliases)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error("config", f"{where}: not valid YAML: {problem}") from None
+
+
+def _kind(value: Any) -> str:
+    names: dict[type, str] = {list: "a list", str: "a string"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
 def load_jsonl(path: str | Path) -> list[tuple[int, Any]]:
     """(line number, value) of every row of a JSONL file; the first line that is not JSON is an error."""
     rows = []

@@ -25,6 +25,8 @@ class Limits:
     number_chars: int = 64
     #: Brackets open at once (calls nested in options, `[`, `(`).
     nesting: int = 32
+    #: Tokens of one statement (a call of 10,000 arguments is about 20,000).
+    statement_tokens: int = 20_000
     #: Members of one plate.
     plate_size: int = 100_000
     #: Nodes of the whole program, plates expanded.
@@ -43,6 +45,10 @@ class Limits:
     image_pixels: int = 4096 * 4096
     #: Bytes of one line of a JSONL file.
     line_bytes: int = 64_000_000
+    #: Outputs of one ranked list in preference data.
+    ranked_outputs: int = 1_000
+    #: Bytes of a config or scorer file (TOML or YAML).
+    config_bytes: int = 1_000_000
 
 
 DEFAULT = Limits()

@@ -33,12 +33,12 @@ language-model nodes: for each trained component, averaged over its nodes'
 tokens, summed over the components. For one LLM that is TRL's `sft` loss,
 which combined with `sigmoid` is RPO (TRL's `loss_type=["sigmoid", "sft"]`,
 `loss_weights=[1, alpha]`, formerly `rpo_alpha`). It keeps DPO from moving an
-LLM node's likelihood onto malformed outputs (docs/moa.md shows it happen).
+LLM node's likelihood onto malformed outputs (docs/experiments/moa.md shows it happen).
 Per component, so that a component is held to its chosen outputs as firmly
 whichever others train with it: averaged over every node's tokens at once,
 training an aggregator jointly with proposers cut the proposers' NLL weight
 by a seventh in `compound demo moa2` (six proposer nodes of seven), and the
-proposers trained alone at that weight lost 1.5-5 points (docs/moa.md).
+proposers trained alone at that weight lost 1.5-5 points (docs/experiments/moa.md).
 """
 
 from __future__ import annotations

@@ -229,10 +229,10 @@ class _Reader:
         broken = False
         line_start = True  # the next token is the first on its line
         last_began_line = False  # chunk[-1] was the first token on its line
-        tokens = list(_parser().lex(self.text))
-        for position, token in enumerate(tokens):
+        tokens = _Lookahead(_parser().lex(self.text))  # lazily: a statement too big stops the reading
+        for token in tokens:
             kind = token.type
-            if opened and kind in _STATEMENT_KEYWORDS and _next_is(tokens, position, "EQUAL"):
+            if opened and kind in _STATEMENT_KEYWORDS and tokens.next_is("EQUAL"):
                 if not broken:
                     hint = (
                         '; a chat\'s system message is system_prompt="..."' if token.value == "system" else ""
@@ -282,6 +282,14 @@ class _Reader:
                         token,
                     )
                     broken = True
+            if len(chunk) >= self.limits.statement_tokens:
+                self.error(
+                    "too-big",
+                    f"a statement of more than {self.limits.statement_tokens:,} tokens "
+                    "(Limits.statement_tokens); the file is not read past it",
+                    chunk[0],
+                )
+                return
             chunk.append(token)
         if opened and not broken:
             self.error("syntax", f"{opened[0].value!r} was never closed", opened[0])
@@ -328,9 +336,27 @@ def _span(file: str, at: Meta | Token) -> Span:
     return Span(file=file, line=at.line, column=at.column, end_line=at.end_line, end_column=at.end_column)
 
 
-def _next_is(tokens: list[Token], position: int, kind: str) -> bool:
-    """Whether the token after `position` is of `kind`."""
-    return position + 1 < len(tokens) and tokens[position + 1].type == kind
+class _Lookahead:
+    """Tokens one at a time, with a look at the next one."""
+
+    def __init__(self, tokens: Iterator[Token]):
+        self.tokens = tokens
+        self.ahead: list[Token] = []
+
+    def __iter__(self) -> Iterator[Token]:
+        return self
+
+    def __next__(self) -> Token:
+        return self.ahead.pop() if self.ahead else next(self.tokens)
+
+    def next_is(self, kind: str) -> bool:
+        """Whether the token after the current one is of `kind`."""
+        if not self.ahead:
+            found = next(self.tokens, None)
+            if found is None:
+                return False
+            self.ahead.append(found)
+        return self.ahead[0].type == kind
 
 
 def _describe(token: Token) -> str:

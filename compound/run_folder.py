@@ -18,18 +18,48 @@ a folder a user added (`round-2.bak`) or a file cut short is named, not misread.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compound.diagnostics import error
-from compound.io import read_jsonl
+from compound.io import damaged, read_jsonl
 
 #: final/compound.json: the system the weights load into, the components trained, their LoRA options.
 RUN_FILE = "compound.json"
 #: The marker of a finished export (`export/done`).
 EXPORTED = "done"
+#: The lock a run holds on its folder while it runs (`RUN/.lock`, with the holder's process id).
+LOCK = ".lock"
+
+
+@contextmanager
+def locked(folder: Path, command: str, name: str = LOCK) -> Iterator[None]:
+    """Hold `folder`'s lock (`folder/name`) for the block: a second run on the same folder, at once, is
+    refused (it would mix its checkpoints and weights with the first's). The lock is the kernel's
+    (`flock`), so a run killed with SIGKILL holds it no longer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "?"
+            raise error(
+                "config",
+                f"{folder} is in use by another run (process {holder}); wait for it, or choose another --out",
+            ) from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()} {command}\n".encode(), 0)
+        yield
+    finally:
+        os.close(handle)
 
 
 def read_object(path: Path, what: str) -> dict[str, Any]:
@@ -73,6 +103,10 @@ class TrainRun:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    def started(self) -> bool:
+        """Whether a run was started in this folder (its settings were written)."""
+        return (self.path / "config.json").is_file()
+
     def checkpoint_folders(self) -> list[Path]:
         """Every checkpoint (checkpoints/step-N), oldest first."""
         return sorted(self.checkpoints.glob("step-*")) if self.checkpoints.is_dir() else []
@@ -82,7 +116,14 @@ class TrainRun:
         return (self.final / RUN_FILE).is_file()
 
     def weights(self) -> FinalWeights:
-        """final/compound.json, checked."""
+        """final/compound.json, checked, after every file of final/ is checked against its checksum."""
+        problem = damaged(self.final)
+        if problem is not None:
+            raise error(
+                "config",
+                f"the final weights in {self.final} are damaged: {problem}; train again, or restore the "
+                "folder from a copy",
+            )
         found = read_object(self.final / RUN_FILE, "the run file")
         system, trained, lora, step = (found.get(k) for k in ("system", "trained", "lora", "step"))
         if not (

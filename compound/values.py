@@ -10,7 +10,7 @@ node is declared. The walk itself is `compound.interpret`'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,22 @@ def compute(node: ir.ComputeNode, values: Mapping[str, Any]) -> Value:
     """A computed node's value, from the built-in function it names."""
     positional, named = arguments(node, values)
     return FUNCTIONS[node.function].apply(positional, named, dict(node.options))
+
+
+def clashes(system: ir.System, columns: Iterable[str], label: str) -> None:
+    """Fail if a column given with the inputs names a node that is not an input: it would read as that
+    node's value (its declaration is where the error points)."""
+    nodes = {n.name: n for n in system.nodes} | {n.base: n for n in system.nodes}
+    for column in columns:
+        node = nodes.get(column)
+        if node is not None and not isinstance(node, ir.InputNode):
+            kind = "sampled" if isinstance(node, ir.SampleNode) else "computed"
+            raise row_error(
+                label,
+                node,
+                f"is the {kind} node declared here, and also a column given with the inputs (column "
+                f"'{column}'); rename the column: only inputs and columns that name no node go with them",
+            )
 
 
 def missing(system: ir.System, row: Mapping[str, Any]) -> list[ir.SampleNode]:

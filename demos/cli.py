@@ -48,10 +48,6 @@ def demo(
     """Reproduce a paper experiment end to end with tiny models: pairs, the methods, seeds, RESULTS.md."""
     from compound_demos import demo_task
     from compound_demos.protocol import run
-    from transformers.utils import logging as transformers_logging
-
-    # the demos load and save tiny models hundreds of times: their bars would bury the demo's own progress
-    transformers_logging.disable_progress_bar()
 
     experiment = demo_task(task)
     settings = experiment.settings(quick=quick, seeds=tuple(seeds) if seeds else None)

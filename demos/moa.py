@@ -140,7 +140,7 @@ def corpus() -> list[str]:
 @dataclass
 class MoASettings(Settings):
     rounds: int = 3
-    # at 3e-4 the aggregator stayed a sampler of copies (tuned on training questions: docs/moa.md)
+    # at 3e-4 the aggregator stayed a sampler of copies (tuned on training questions: docs/experiments/moa.md)
     train: TrainConfig = field(
         default_factory=lambda: training(steps=400, learning_rates={"aggregator": 1e-3})
     )
@@ -160,7 +160,7 @@ class MoASettings(Settings):
 
 #: Joint online rounds with the aggregator's beta at a tenth of the shared 0.2 (per-node beta), so that
 #: its log ratio stops taking most of the system's margin (tuned on validation questions of moa2, seed 0:
-#: 0.2 -> 73.7% final accuracy, 0.05 -> 74.5%, 0.02 -> 87.0%; docs/moa.md).
+#: 0.2 -> 73.7% final accuracy, 0.05 -> 74.5%, 0.02 -> 87.0%; docs/experiments/moa.md).
 BALANCED = Method(
     f"SysDPO (joint), {ONLINE} online rounds, aggregator beta 0.02",
     ("proposer", "aggregator"),

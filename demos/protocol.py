@@ -181,7 +181,8 @@ class Settings:
     # the online rows' reference (`compound align --reference`): "round", each round's start (iterative DPO),
     # or "initial", the base system. Validation requests, online rows, initial -> round: moa (seeds 0 1 2)
     # proposers only 87.1% -> 91.3%, joint 90.4% -> 93.2%; moa2 92.4% -> 93.7%, 91.2% -> 93.4%; progression
-    # (seeds 0 1, order consistency) writer only 65% -> 76%, joint 66% -> 79% (docs/demo.md, docs/moa.md)
+    # (seeds 0 1, order consistency) writer only 65% -> 76%, joint 66% -> 79% (docs/experiments/demo.md,
+    # docs/experiments/moa.md)
     reference: Literal["initial", "round"] = "round"
 
     def as_dict(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,8 @@ def moa(tmp_path_factory):
     cmp.write_text((ROOT / "examples" / "moa.cmp").read_text())
     tiny_models(cmp, CORPUS)
     encoder = tiny_encoder(root / "encoder")
-    write = lambda name, qs: _inputs(root / name, [{"question": q, "answer": str(eval(q[:-1]))} for q in qs])  # noqa: E731
+    # the expected answer in a column `truth`: a column may not share a node's name (moa.cmp's `answer`)
+    write = lambda name, qs: _inputs(root / name, [{"question": q, "truth": str(eval(q[:-1]))} for q in qs])  # noqa: E731
     return {
         "root": root,
         "cmp": cmp,
@@ -54,7 +56,7 @@ def moa_config(moa, **extra):
         "system": str(moa["cmp"]),
         "inputs": str(moa["train"]),
         "scorer": "similarity",
-        "scorer_options": {"path": str(moa["encoder"]), "field": "final", "reference": "answer"},
+        "scorer_options": {"path": str(moa["encoder"]), "field": "final", "reference": "truth"},
         "rounds": 2,
         "samples": 3,
         "eval": str(moa["held"]),
@@ -65,6 +67,44 @@ def moa_config(moa, **extra):
         ),
     }
     return AlignConfig(**{**settings, **extra})
+
+
+def samples_of(folder: Path) -> list[dict]:
+    """A samples.jsonl's records, read with json alone."""
+    return [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+
+
+def scores_of(folder: Path) -> dict[str, float]:
+    """A samples.jsonl's scores by sample id."""
+    return {r["id"]: r["score"] for r in samples_of(folder)}
+
+
+def mean_and_win_rate(scores: dict[str, float], baseline: dict[str, float]) -> tuple[float, float]:
+    """The mean score, and the share of matched draws won against `baseline`, a tie counting half."""
+    assert scores.keys() == baseline.keys() and scores  # the very same draws
+    won = sum(1.0 if scores[k] > baseline[k] else 0.5 if scores[k] == baseline[k] else 0.0 for k in scores)
+    return sum(scores.values()) / len(scores), won / len(scores)
+
+
+def check_round(summary_row: dict, folder: Path, baseline: dict[str, float] | None) -> None:
+    """A round's summary line against its own files: the training samples' mean score, one pair per input
+    whose samples do not all score alike (best-worst), the last training step's loss and accuracy, and the
+    held-out mean score and win rate against round 0's samples."""
+    train = samples_of(folder / "samples")
+    assert summary_row["train_mean_score"] == pytest.approx(
+        sum(r["score"] for r in train) / len(train), abs=1e-12
+    )
+    by_input: dict[str, list[float]] = {}
+    for r in train:
+        by_input.setdefault(json.dumps(r["input"], sort_keys=True), []).append(r["score"])
+    pairs = (folder / "pairs.jsonl").read_text().splitlines()
+    assert summary_row["pairs"] == len(pairs) == sum(max(v) - min(v) >= 1e-12 for v in by_input.values())
+    last = json.loads((folder / "train" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (summary_row["loss"], summary_row["accuracy"]) == (last["loss"], last["rewards/accuracies"])
+    if baseline is not None:
+        mean, won = mean_and_win_rate(scores_of(folder / "eval"), baseline)
+        assert summary_row["eval_mean_score"] == pytest.approx(mean, abs=1e-12)
+        assert summary_row["win_rate"] == pytest.approx(won, abs=1e-12)
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -80,13 +120,12 @@ def test_align_runs_rounds_on_the_moa_example_with_a_similarity_scorer(moa):
     out = moa["root"] / "run"
     summary = align(moa_config(moa), out)
     assert [r["round"] for r in summary] == [1, 2]
+    baseline = scores_of(out / "round-0" / "eval")
+    assert len(baseline) == 2 * 2  # two held-out questions x eval_samples
     for k in (1, 2):
         folder = out / f"round-{k}"
-        assert (folder / "samples" / "samples.jsonl").is_file() and (folder / "pairs.jsonl").is_file()
-        assert (folder / "train" / "final" / "compound.json").is_file() and (
-            folder / "eval" / "samples.jsonl"
-        ).is_file()
-        assert 0 <= summary[k - 1]["win_rate"] <= 1 and -1 <= summary[k - 1]["eval_mean_score"] <= 1
+        assert (folder / "train" / "final" / "compound.json").is_file()
+        check_round(summary[k - 1], folder, baseline)
     assert (out / "summary.png").stat().st_size > 0 and len(
         (out / "summary.jsonl").read_text().splitlines()
     ) == 2
@@ -126,7 +165,7 @@ def run_cli(out: Path, moa, *extra: str) -> subprocess.Popen:
         "--option",
         "field=final",
         "--option",
-        "reference=answer",
+        "reference=truth",
         *extra,
     ]
     return subprocess.Popen(
@@ -230,14 +269,62 @@ def test_align_runs_on_the_storyboard_example_with_a_clip_scorer_and_credits_eac
         decoding={"max_new_tokens": 12},
         train=TrainConfig(steps=2, batch_size=2, learning_rate=1e-3, quiet=True, report_to=[]),
     )
-    summary = align(config, tmp_path / "run")
-    assert summary[0]["pairs"] == 3 and 0 <= summary[0]["win_rate"] <= 1
-    table = credit(tmp_path / "run", held)
-    assert [r["system"] for r in table] == [
-        "base",
-        "trained",
-        "trained, writer reverted",
-        "trained, painter reverted",
-    ]
-    assert table[0]["win_rate"] == 0.5  # the base against itself: every draw a tie
-    assert (tmp_path / "run" / "credit" / "CREDIT.md").read_text().startswith("| system |")
+    run = tmp_path / "run"
+    summary = align(config, run)
+    assert summary[0]["pairs"] == 3
+    baseline = scores_of(run / "round-0" / "eval")
+    check_round(summary[0], run / "round-1", baseline)
+    table = credit(run, held)
+    variants = ["base", "trained", "trained, writer reverted", "trained, painter reverted"]
+    assert [r["system"] for r in table] == variants
+    # each variant's numbers recomputed from its own samples, against the base variant's
+    found = {v: scores_of(run / "credit" / v.replace(", ", "-").replace(" ", "-")) for v in variants}
+    for row in table:
+        mean, won = mean_and_win_rate(found[row["system"]], found["base"])
+        assert row["mean_score"] == pytest.approx(mean, abs=1e-12)
+        assert row["win_rate"] == pytest.approx(won, abs=1e-12)
+    # the base variant is round 0 again: the same system, seed and evaluation draws, so the same images
+    base, zero = samples_of(run / "credit" / "base"), samples_of(run / "round-0" / "eval")
+    assert [r["id"] for r in base] == [r["id"] for r in zero] and found["base"] == baseline
+    for ours, theirs in zip(base, zero, strict=True):
+        for a, b in zip(ours["values"]["image"], theirs["values"]["image"], strict=True):
+            assert (run / "credit" / "base" / a).read_bytes() == (run / "round-0" / "eval" / b).read_bytes()
+    lines = (run / "credit" / "CREDIT.md").read_text().splitlines()
+    assert lines[0] == "| system | held-out mean score | win rate against the base |"
+    assert len(lines) == 2 + len(table)
+    for line, row in zip(lines[2:], table, strict=True):  # the markdown shows credit.json's numbers
+        system, mean, won = (cell.strip() for cell in line.strip("|").split("|"))
+        assert system == row["system"]
+        assert float(mean) == pytest.approx(row["mean_score"], abs=0.0005 + 1e-9)
+        assert float(won) == pytest.approx(row["win_rate"], abs=0.0005 + 1e-9)
+
+
+def proposers_only(row) -> float:
+    """A deterministic score of the proposers' answers alone: the aggregator's final answer plays no part."""
+    return zlib.crc32("\n".join(row["answer"]).encode()) / 2**32
+
+
+def test_credit_with_a_score_of_one_component_reverts_to_the_trained_and_the_base_rows_exactly(moa):
+    """Every variant runs on the same draws, and the proposers draw before the aggregator. With a score of
+    the proposers' answers only, reverting the aggregator cannot change a score: that row is the trained
+    row exactly; reverting the proposer gives the base proposers' answers: that row is the base row."""
+    out = moa["root"] / "credited"
+    summary = align(moa_config(moa, rounds=1), out, scorer=proposers_only)
+    table = credit(out, moa["held"], scorer=proposers_only)
+    rows = {r["system"]: (r["mean_score"], r["win_rate"]) for r in table}
+    assert list(rows) == ["base", "trained", "trained, proposer reverted", "trained, aggregator reverted"]
+    samples = {v: samples_of(out / "credit" / v.replace(", ", "-").replace(" ", "-")) for v in rows}
+    answers = {v: [r["values"]["answer"] for r in found] for v, found in samples.items()}
+    assert answers["trained, aggregator reverted"] == answers["trained"]
+    assert answers["trained, proposer reverted"] == answers["base"]
+    assert answers["trained"] != answers["base"]  # not vacuous: training moved the proposers' answers
+    assert rows["trained, aggregator reverted"] == rows["trained"]
+    assert rows["trained, proposer reverted"] == rows["base"]
+    # the rows' numbers are the samples' scores, and those the scorer's
+    scores = {v: {r["id"]: r["score"] for r in found} for v, found in samples.items()}
+    for v, found in samples.items():
+        assert all(r["score"] == proposers_only(r["values"]) for r in found)
+        assert rows[v] == pytest.approx(mean_and_win_rate(scores[v], scores["base"]), abs=1e-12)
+    # the trained variant, from the exported merged weights, is round 1's evaluation again
+    assert scores["trained"] == scores_of(out / "round-1" / "eval")
+    assert summary[0]["eval_mean_score"] == pytest.approx(rows["trained"][0], abs=1e-12)

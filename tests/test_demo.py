@@ -90,18 +90,39 @@ def test_quick_demo_writes_every_artifact(tmp_path):
     results = run(demo, tmp_path / "demo", settings)
     text = results.read_text()
     methods = [m for m in demo.methods if not m.online]
-    for method in methods:
-        row = next(line for line in text.splitlines() if line.startswith(f"| {method.name} |"))
-        numbers = re.findall(r"-?\d+(?:\.\d+)?", row.split("|", 2)[2])
-        assert len(numbers) == 6 and all(math.isfinite(float(n)) for n in numbers)
+    data = json.loads((tmp_path / "demo" / "results.json").read_text())
+    table_shows_the_results(text, demo, data["results"], [m.name for m in methods])
     assert "compound demo progression --quick --protocol one-round`" in text
     pairs_line = r"Pairs per seed: seed 0: \d+ \(images at their caption's level: chosen \d+%, rejected \d+%"
     assert re.search(pairs_line, text)
     assert (tmp_path / "demo" / "grid.png").read_bytes().startswith(b"\x89PNG")
     for run_dir in ("writer-only", "painter-only", "sysdpo-joint"):
         assert (tmp_path / "demo" / "seed-0" / run_dir / "report" / "loss.png").exists()
-    data = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert set(data["results"]) == {m.name for m in methods}
+
+
+def table_shows_the_results(text: str, demo, results: dict, methods: list[str]) -> None:
+    """RESULTS.md's table against results.json: a row per method, in order, a cell per column, each the
+    stored number of the one seed (times 100 for a percentage) to the column's digits, or a dash for a
+    NaN."""
+    lines = text.splitlines()
+    header = lines.index("| method | " + " | ".join(c.header for c in demo.columns) + " |")
+    rows = lines[header + 2 : header + 2 + len(methods)]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {m}" for m in methods]
+    for method, row in zip(methods, rows, strict=True):
+        cells = [c.strip() for c in row.strip().strip("|").split("|")][1:]
+        (stored,) = results[method]  # one seed
+        assert len(cells) == len(demo.columns)
+        for column, cell in zip(demo.columns, cells, strict=True):
+            value = stored[column.key]
+            if math.isnan(value):
+                assert cell == "–", (method, column.key)
+                continue
+            shown = float(cell.removesuffix("%")) if column.percent else float(cell)
+            assert cell.endswith("%") == column.percent
+            expected = 100 * value if column.percent else value
+            assert shown == pytest.approx(expected, abs=0.5 * 10**-column.digits + 1e-9), (method, column.key)
+            assert len(cell.removesuffix("%").partition(".")[2]) == column.digits
 
 
 def test_order_consistency_is_also_reported_apart_for_the_unseen_intent():

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from compound_demos import moa
+from test_demo import table_shows_the_results
 
 
 def test_answers_are_three_digits_least_significant_first():
@@ -82,14 +83,30 @@ def test_quick_demo_writes_every_row(tmp_path):
     )
     assert balanced["betas"] == {"final": 0.02} and balanced["beta"] == 0.2  # the others: the shared beta
     assert balanced["steps"] is None and balanced["epochs"] == settings.online_epochs == 2.5  # per round
-    credit = json.loads((tmp_path / "moa" / "results.json").read_text())["credit"]
+    data = json.loads((tmp_path / "moa" / "results.json").read_text())
+    credit = data["credit"]
     variants = ["base", "trained", "trained, proposer reverted", "trained, aggregator reverted"]
     assert list(credit) == [moa.BALANCED.name] and list(credit[moa.BALANCED.name]) == variants
-    assert f"| {moa.BALANCED.name} | " in text
-    for method in run_:
-        row = next(line for line in text.splitlines() if line.startswith(f"| {method.name} |"))
-        numbers = re.findall(r"\d+(?:\.\d+)?", row.split("|", 2)[2])
-        assert len(numbers) == 4 and all(0 <= float(x) <= 100 and math.isfinite(float(x)) for x in numbers)
+    table_shows_the_results(text, demo, data["results"], [m.name for m in run_])
+    # the credit table: RESULTS.md against results.json, results.json against the run's credit.json, and
+    # each variant's mean score recomputed from its own samples.jsonl
+    lines = text.splitlines()
+    header = lines.index("| method | " + " | ".join(variants) + " |")
+    assert lines[header + 2].startswith(f"| {moa.BALANCED.name} | ")
+    cells = [c.strip() for c in lines[header + 2].strip().strip("|").split("|")][1:]
+    stored = credit[moa.BALANCED.name]
+    assert [float(c) for c in cells] == [pytest.approx(stored[v], abs=0.0005 + 1e-9) for v in variants]
+    run_credit = tmp_path / "moa" / "seed-0" / moa.BALANCED.folder / "online" / "credit"
+    table = json.loads((run_credit / "credit.json").read_text())
+    assert {r["system"]: r["mean_score"] for r in table} == stored
+    ids = []
+    for variant in variants:
+        records = (run_credit / variant.replace(", ", "-").replace(" ", "-") / "samples.jsonl").read_text()
+        samples = [json.loads(line) for line in records.splitlines()]
+        ids.append([s["id"] for s in samples])
+        scores = [s["score"] for s in samples]
+        assert stored[variant] == pytest.approx(sum(scores) / len(scores), abs=1e-12)
+    assert ids[0] and all(found == ids[0] for found in ids)  # every variant on the same draws
     online = tmp_path / "moa" / "seed-0" / run_[-2].folder / "online"  # three rounds, each trained
     rounds = [json.loads(line) for line in (online / "summary.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3] and all("loss" in r for r in rounds)
@@ -105,12 +122,34 @@ def test_quick_demo_writes_every_row(tmp_path):
         last = json.loads((online / f"round-{k}" / "train" / "metrics.jsonl").read_text().splitlines()[-1])
         assert last["step"] == math.ceil(2.5 * math.ceil(lists / batch))  # the last batch short
     assert (online / "round-3" / "train" / "report" / "loss.png").exists()
-    data = json.loads((tmp_path / "moa" / "results.json").read_text())
     before = data["results"]["before alignment"][0]
     assert before["majority"] > before["proposer"]  # the task's premise: voting fixes proposers' errors
     assert data["results"]["best-of-4"][0]["accuracy"] > before["accuracy"]
     system = load(tmp_path / "moa" / "moa.cmp")
     assert set(system.components) == {"proposer", "aggregator"}
+    the_run_browser_shows_it(tmp_path / "moa" / "seed-0" / moa.BALANCED.folder / "online", variants)
+
+
+def the_run_browser_shows_it(online, variants):
+    """`compound view` of the demo's align run, in Chromium: every round's samples and held-out samples
+    (as many cards as their files hold), its pairs, and the credit table's rows."""
+    from test_browser import chromium
+
+    from compound.view import view
+
+    page_path = view(online)
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        for k in (1, 2, 3):
+            folder = online / f"round-{k}"
+            files = [folder / f / "samples.jsonl" for f in ("samples", "eval")]
+            count = sum(len(f.read_text().splitlines()) for f in files if f.is_file())
+            assert page.locator(f"#round-{k} .card.sample").count() == count > 0
+            pairs = len((folder / "pairs.jsonl").read_text().splitlines())
+            assert page.locator(f"#round-{k} .pair").count() == pairs
+        shown = [row.split("\t")[0] for row in page.locator("table.credit").inner_text().splitlines()[1:]]
+        assert shown == variants
 
 
 def test_two_layer_system_is_examples_moa2s_graph_and_its_proposer_learns_both_jobs(tmp_path):

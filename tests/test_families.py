@@ -171,8 +171,10 @@ def test_an_unsupported_pipeline_is_named_with_the_supported_ones(folders, tmp_p
 def test_ddpm_loss_equals_the_diffusion_dpo_scripts(folders, tmp_path, kind):
     """diffusers' train_diffusion_dpo.py and train_diffusion_dpo_sdxl.py, written out independently: the
     pipeline's own prompt encoding (and SDXL's time ids), a DDPMScheduler from the folder's config, one t
-    and noise per pair, the noise or (v-prediction) the velocity as target,
-    loss = -logsigmoid(-0.5 * beta_dpo * (model_diff - ref_diff)) with beta_dpo = 2 * beta * T.
+    and noise per pair, the noise or (v-prediction) the velocity as target. The SD 1.5 script's loss is
+    -logsigmoid(beta_dpo * (ref_diff - model_diff)), no factor 0.5: beta_dpo = beta * T; the SDXL
+    script's is -logsigmoid(-0.5 * beta_dpo * (model_diff - ref_diff)): beta_dpo = 2 * beta * T. Both are
+    -logsigmoid(-beta * T * (model_diff - ref_diff)), written below in the SDXL script's form.
     (Latents are the VAE's mean, compound's deterministic choice; the scripts draw a sample.)"""
     from diffusers import DDPMScheduler
 
@@ -248,10 +250,10 @@ def test_flow_loss_equals_flow_dpo(folders, tmp_path, kind):
     pipe = pipeline(folder)
     flux = kind.startswith("flux")
     if flux:
-        states, pooled, _ = pipe.encode_prompt(CAPTIONS, None, max_sequence_length=77)
+        states, pooled, _ = pipe.encode_prompt(CAPTIONS, None)  # the pipeline's own T5 length: 512
     else:
-        states, _, pooled, _ = pipe.encode_prompt(
-            CAPTIONS, None, None, do_classifier_free_guidance=False, max_sequence_length=77
+        states, _, pooled, _ = pipe.encode_prompt(  # the pipeline's own T5 length: 256
+            CAPTIONS, None, None, do_classifier_free_guidance=False
         )
     pixels = pixel_batch()
     vae = pipe.vae.config
@@ -304,7 +306,7 @@ def test_flow_loss_equals_flow_dpo(folders, tmp_path, kind):
 def test_sampling_paints_what_the_familys_own_pipeline_paints(folders, tmp_path, kind):
     system = compound.load(system_file(tmp_path, folders[kind]))
     ours = system.sample([{"caption": "a red disc"}], generator=torch.Generator().manual_seed(3), steps=2)
-    extra = {"height": 32, "width": 32, "max_sequence_length": 77} if kind.startswith(("sd3", "flux")) else {}
+    extra = {"height": 32, "width": 32} if kind.startswith(("sd3", "flux")) else {}
     theirs = pipeline(folders[kind])(
         ["a red disc"], num_inference_steps=2, generator=torch.Generator().manual_seed(3), **extra
     ).images
@@ -322,7 +324,7 @@ def test_a_trained_lora_exports_for_diffusers_merged_or_as_an_adapter(folders, t
     ours = system.sample([{"caption": "a red disc"}], generator=torch.Generator().manual_seed(3), steps=2)
     backend.export(tmp_path / "adapter", merge=False)
     backend.export(tmp_path / "merged", merge=True)
-    extra = {"height": 32, "width": 32, "max_sequence_length": 77} if kind.startswith(("sd3", "flux")) else {}
+    extra = {"height": 32, "width": 32} if kind.startswith(("sd3", "flux")) else {}
     adapted = pipeline(tmp_path / "adapter")
     adapted.load_lora_weights(tmp_path / "adapter")
     for pipe in (pipeline(tmp_path / "merged"), adapted):
@@ -386,7 +388,7 @@ def test_a_storyboard_of_real_families_samples_pairs_trains_and_exports(folders,
     assert not torch.allclose(ours, before, atol=1e-4)  # training moved the writer
     painter = trained.backend("painter")
     painted = painter.sample(["a red disc"], torch.Generator().manual_seed(3), steps=2)
-    extra = {"height": 32, "width": 32, "max_sequence_length": 77} if kind == "flux" else {}
+    extra = {"height": 32, "width": 32} if kind == "flux" else {}
     theirs_image = pipeline(tmp_path / "export" / "painter")(
         ["a red disc"], num_inference_steps=2, generator=torch.Generator().manual_seed(3), **extra
     ).images[0]

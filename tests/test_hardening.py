@@ -306,7 +306,12 @@ def adapter(checkpoint: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoint / "components" / "writer" / "adapter_model.safetensors")
 
 
-def test_an_infinite_learning_rate_leaves_the_last_good_checkpoint_finite_and_named(run):
+def test_an_update_that_makes_a_weight_non_finite_is_rolled_back_and_the_run_stops_naming_its_checkpoint(
+    run,
+):
+    """An exploding update (here every optimizer step leaves a weight infinite, as an overflow would) is
+    rolled back, weights and optimizer state, each time; after `nan_patience` in a row the run stops
+    naming its last good checkpoint, whose weights are finite."""
     from compound.train import Trainer, TrainingError
 
     trainer = Trainer(
@@ -315,7 +320,6 @@ def test_an_infinite_learning_rate_leaves_the_last_good_checkpoint_finite_and_na
         run["out"],
         steps=10,
         batch_size=4,
-        learning_rate=float("inf"),
         save_every=1,
         nan_patience=3,
         train=["writer"],
@@ -325,6 +329,15 @@ def test_an_infinite_learning_rate_leaves_the_last_good_checkpoint_finite_and_na
     base = {
         k: v.clone() for k, v in trainer.system.backend("writer").model.state_dict().items() if "lora_" in k
     }
+    step = trainer.optimizer.step
+
+    def exploding(*args, **kwargs):
+        found = step(*args, **kwargs)
+        with torch.no_grad():
+            trainer.optimizer.param_groups[0]["params"][0].fill_(float("inf"))
+        return found
+
+    trainer.optimizer.step = exploding
     with pytest.raises(
         TrainingError, match=r"3 steps in a row .* last good checkpoint is \S*step-000002"
     ) as found:

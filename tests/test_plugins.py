@@ -1,5 +1,6 @@
 """A package adds a component kind through the `compound.backends` entry-point group."""
 
+import math
 import sys
 import textwrap
 
@@ -120,13 +121,54 @@ def test_a_plugin_kind_gets_sysdpo_sampling_candidates_from_the_contract(tmp_pat
             if expected is None:
                 found = candidates(system.system, system.backends, {"x": "q", "z": "yes"}, 8, strategy, draw)
                 assert sorted(a["y"] for a in found) == ["ab", "abcd"]  # distinct values of 8 draws
-                out = system.log_ratio(
-                    [{"x": "q", "z": "yes"}], [{"x": "q", "z": "no"}], candidates={0: found}
-                )
-                assert out.chosen.shape == (1,)
+                check_marginal(system, found)
             else:
                 with pytest.raises(compound.CompoundError, match=expected):
                     candidates(system.system, system.backends, {"x": "q", "z": "yes"}, 2, strategy, draw)
     finally:
         sys.modules.pop("toy_plugins", None)
         backends._plugins.cache_clear()
+
+
+def check_marginal(system, found) -> None:
+    """The toy kinds' marginal in closed form. y ~ first(x) scores w1 * len(y), z ~ second(y) w2 * len(z),
+    so over the candidates y in {"ab", "abcd"}: log p(z|x) = logsumexp_y (w1 len(y) + w2 len(z)), the
+    policy's minus the reference's; node y's share is its posterior-weighted log ratio plus the entropy
+    difference H(w_policy) - H(w_ref) (w = softmax over y of w1 len(y): the z term is the same for every
+    y), node z's w2 len(z) - w2' len(z)."""
+    policy, reference = {"first": 0.7, "second": 1.5}, {"first": 0.2, "second": 1.0}
+    for name in policy:
+        backend = system.backend(name)
+        with torch.no_grad(), backend.reference() as model:
+            backend.model.weight.fill_(policy[name])
+            model.weight.fill_(reference[name])
+    out = system.log_ratio([{"x": "q", "z": "yes"}], [{"x": "q", "z": "no"}], candidates={0: found})
+    lengths = [len(a["y"]) for a in found]
+
+    def lse(values):
+        return math.log(sum(math.exp(v) for v in values))
+
+    def posterior(w1):
+        norm = lse([w1 * n for n in lengths])
+        return [math.exp(w1 * n - norm) for n in lengths]
+
+    def entropy(w):
+        return -sum(p * math.log(p) for p in w)
+
+    p1, p2, r1, r2 = policy["first"], policy["second"], reference["first"], reference["second"]
+    wp, wr = posterior(p1), posterior(r1)
+    for side, z in ((0, "yes"), (1, "no")):
+        total = lse([p1 * n + p2 * len(z) for n in lengths]) - lse([r1 * n + r2 * len(z) for n in lengths])
+        share_y = (
+            sum(w * p1 * n for w, n in zip(wp, lengths, strict=True))
+            - sum(w * r1 * n for w, n in zip(wr, lengths, strict=True))
+            + entropy(wp)
+            - entropy(wr)
+        )
+        share_z = (p2 - r2) * len(z)
+        assert share_y + share_z == pytest.approx(total, abs=1e-12)
+        assert (out.chosen, out.rejected)[side].item() == pytest.approx(total, abs=1e-5)
+        assert out.per_node["y"][side].item() == pytest.approx(share_y, abs=1e-5)
+        assert out.per_node["z"][side].item() == pytest.approx(share_z, abs=1e-5)
+    # chosen: log(e^1.4 + e^2.8) + 4.5 - log(e^0.4 + e^0.8) - 3, worked once by hand
+    assert out.chosen.item() == pytest.approx(3.2074, abs=1e-4)

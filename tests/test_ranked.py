@@ -144,10 +144,27 @@ def test_training_on_ranked_lists_raises_held_out_accuracy(setup):
         eval_data=setup["held"],
         **QUIET,
     )
-    last = trainer.train()
+    while trainer.step < trainer.total_steps - 1:
+        trainer.train_step()
+    # the last step's accuracy and margin, by hand: each output of each of its lists scored alone (with
+    # its list's seeds, just before the step), then over each output and the one ranked below it
+    step = trainer.step
+    lists = trainer.batch(step, 0)
+    epoch = trainer.schedule.epoch(step)
+    seeds = trainer.schedule.seeds([p.row for p in lists], epoch, len(trainer.system.system.factors))
+    gaps = []
+    with torch.no_grad():
+        for k, item in enumerate(lists):
+            r = [
+                trainer.system.log_ratio([o], [o], seeds=seeds[k : k + 1]).chosen.item() for o in item.ranked
+            ]
+            gaps += [0.1 * (r[j] - r[j + 1]) for j in range(len(r) - 1)]
+    assert len(gaps) == 12  # six lists of three outputs
+    last = trainer.train_step()
+    assert last["rewards/accuracies"] == sum(g > 0 for g in gaps) / len(gaps)
+    assert last["rewards/margins"] == pytest.approx(sum(gaps) / len(gaps), rel=1e-4, abs=1e-6)
     after = trainer.evaluate(trainer.eval_data.pairs)
     assert after["rewards/accuracies"] >= 0.8 and after["rewards/margins"] > 0
-    assert 0 <= last["rewards/accuracies"] <= 1  # over each output and the one ranked below it
 
 
 def test_ranked_rows_with_mistakes_are_reported_by_row(setup, tmp_path):

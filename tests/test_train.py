@@ -1,6 +1,7 @@
 """Training: learning, resuming after SIGKILL, two processes, non-finite steps, metrics, report, export."""
 
 import json
+import math
 import os
 import random
 import signal
@@ -198,8 +199,12 @@ def test_metrics_report_and_final_weights(setup):
         "pairs_per_second",
     ):
         assert key in last, key
-    shares = [last[f"nodes/{n}/share"] for n in ("plan", "image[0]", "image[1]")]
-    assert sum(abs(s) for s in shares) == pytest.approx(1.0)
+    # each node's share, by hand from the logged margins: margin_n / sum over nodes of |margin_m|
+    margins = {n: last[f"nodes/{n}/margins"] for n in ("plan", "image[0]", "image[1]")}
+    scale = sum(abs(v) for v in margins.values())
+    assert scale > 0  # after three updates the policy has moved off its reference
+    for node, margin in margins.items():
+        assert last[f"nodes/{node}/share"] == pytest.approx(margin / scale, rel=1e-9)
     assert last["rewards/margins"] == pytest.approx(
         sum(last[f"nodes/{n}/margins"] for n in ("plan", "image[0]", "image[1]")), rel=1e-4
     )
@@ -209,6 +214,49 @@ def test_metrics_report_and_final_weights(setup):
         assert (run / "report" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     again = compound.load(setup["cmp"], weights=run / "final")
     assert again.backend("writer").model.peft_config  # the LoRA adapter came back
+
+
+def test_a_steps_logged_metrics_are_its_own_log_ratios_worked_by_hand(setup):
+    """Step 3's metrics recomputed apart from `step_metrics`: its batch and draws scored just before the
+    step runs (the weights after two updates), then each node's margin is beta times its mean log-ratio
+    gap, its accuracy the share of positive gaps, its share the margin over the sum of |margins|; the
+    system's rewards beta times the total log ratios; the loss the mean of -logsigmoid(beta (r_w - r_l))."""
+    trainer = Trainer(
+        setup["cmp"],
+        setup["train"],
+        setup["root"] / "by-hand",
+        steps=3,
+        batch_size=4,
+        learning_rate=1e-3,
+        learning_rates={"painter": 1e-4},
+        **QUIET,
+    )
+    for _ in range(2):
+        trainer.train_step()
+    with torch.no_grad():
+        out = trainer.log_ratio(trainer.batch(2, 0), trainer.schedule.epoch(2))
+    logged = trainer.train_step()
+    beta = trainer.config.beta
+    assert beta == 0.1 and not trainer.node_betas and not trainer.node_weights
+    gaps = {n: (c - r).tolist() for n, (c, r) in out.per_node.items()}
+    assert set(gaps) == {"plan", "image[0]", "image[1]"}
+    margins = {n: beta * sum(g) / len(g) for n, g in gaps.items()}
+    scale = sum(abs(m) for m in margins.values())
+    assert min(abs(m) for m in margins.values()) > 1e-6  # every node has moved
+    for node, gap in gaps.items():
+        assert logged[f"nodes/{node}/margins"] == pytest.approx(margins[node], rel=1e-5, abs=1e-7)
+        assert logged[f"nodes/{node}/accuracies"] == sum(x > 0 for x in gap) / len(gap)
+        assert logged[f"nodes/{node}/share"] == pytest.approx(margins[node] / scale, rel=1e-5, abs=1e-7)
+    chosen, rejected = out.chosen.tolist(), out.rejected.tolist()
+    h = [beta * (c - r) for c, r in zip(chosen, rejected, strict=True)]
+    assert logged["rewards/chosen"] == pytest.approx(beta * sum(chosen) / 4, rel=1e-5, abs=1e-7)
+    assert logged["rewards/rejected"] == pytest.approx(beta * sum(rejected) / 4, rel=1e-5, abs=1e-7)
+    assert logged["rewards/margins"] == pytest.approx(sum(h) / 4, rel=1e-5, abs=1e-7)
+    assert logged["rewards/accuracies"] == sum(x > 0 for x in h) / 4
+    assert logged["loss"] == pytest.approx(sum(math.log1p(math.exp(-x)) for x in h) / 4, rel=1e-5)
+    plan_logps = out.policy["plan"]  # the one language-model node
+    assert logged["logps/chosen"] == pytest.approx(plan_logps[0].mean().item(), rel=1e-6)
+    assert logged["logps/rejected"] == pytest.approx(plan_logps[1].mean().item(), rel=1e-6)
 
 
 def test_config_files_and_unknown_settings(setup, tmp_path):

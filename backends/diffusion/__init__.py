@@ -19,9 +19,11 @@ with T = 1000 (the training timesteps), K = `timesteps=` draws per image
 eps - x0 at (1 - sigma) x0 + sigma eps), whatever scheduler the folder ships for
 sampling. A node's log ratio, policy minus reference, is T * (l_ref - l_theta).
 The K draws come from one seed per (row, node): the chosen and the rejected
-image of a pair, and the policy and the reference, see the same t and noise. In
-Diffusion-DPO's notation the SysDPO loss of a pair is
--logsigmoid(-0.5 * beta_dpo * (model_diff - ref_diff)) with beta_dpo = 2 * beta * T.
+image of a pair, and the policy and the reference, see the same t and noise. So the
+SysDPO loss of a one-image pair is Diffusion-DPO's: diffusers' SD 1.5 script's
+-logsigmoid(beta_dpo * (ref_diff - model_diff)) with beta_dpo = beta * T, and its
+SDXL script's -logsigmoid(-0.5 * beta_dpo * (model_diff - ref_diff)) with
+beta_dpo = 2 * beta * T.
 
 Only the denoiser trains (with LoRA if `lora(...)` is given); the text encoders
 and the VAE stay frozen and follow the denoiser's device; captions and images
@@ -31,8 +33,11 @@ Component options: `lora(...)`, `reference=`, `batch_size=` (images per forward
 pass), `timesteps=` (K), `steps=` (denoising steps when sampling), `guidance_scale=`
 (classifier-free guidance when sampling; the pipeline's default unless given,
 none for compound's own layout), `resolution=`, `max_sequence_length=` (SD3 and
-Flux's T5 prompt length), `dtype=`, `gradient_checkpointing=`. A node may
-override the sampling options and `timesteps=` for itself.
+Flux's T5 prompt length, for scoring and sampling alike; the pipeline's own
+default unless given: 256 tokens for SD3, 512 for Flux), `dtype=`,
+`gradient_checkpointing=`. A node may override the sampling options and
+`timesteps=` for itself. LoRA adapts the denoiser's attention projections
+(`to_q`, `to_k`, `to_v`, `to_out.0`), or the layers its class names.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from torch import nn
 
 from compound import ir
 from compound.backends import BUILTIN
-from compound.backends.base import Backend, int_option, load_failed
+from compound.backends.base import Backend, component_error, int_option, load_failed
 from compound.backends.diffusion.families import FAMILIES, Caption, Family, to_image
 from compound.backends.diffusion.folder import WEIGHTS, family_of, load_parts, read_index
 from compound.backends.diffusion.process import DDPM, Draws, Flow
@@ -86,7 +91,9 @@ class Picture:
 
 class Diffusion(Backend):
     spec = BUILTIN["diffusion"]
-    lora_targets = ("conv1", "conv2", "film", "to_q", "to_k", "to_v", "to_out.0")
+    #: The attention projections, as diffusers' LoRA and Diffusion-DPO training scripts adapt them; a
+    #: denoiser class may name its own (`lora_targets`, as compound's TinyDenoiser does).
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(
         self,
@@ -139,7 +146,7 @@ class Diffusion(Backend):
             ) from None
         denoiser = parts.pop(family.denoiser_part)
         checkpointing(denoiser, component)
-        model = lora(denoiser, component, cls.lora_targets)
+        model = lora(denoiser, component, getattr(type(denoiser), "lora_targets", cls.lora_targets))
         resolution = options.get("resolution")
         guidance = options.get("guidance_scale")
         conditions = family(
@@ -148,9 +155,15 @@ class Diffusion(Backend):
             str(index["_class_name"]),
             index,
             resolution=resolution if isinstance(resolution, int) else None,
-            sequence=int_option(component, options, "max_sequence_length", 77),
+            sequence=int_option(component, options, "max_sequence_length", 0) or None,
             guidance=float(guidance) if isinstance(guidance, int | float) else None,
         )
+        problem = conditions.problem()
+        if problem is not None:
+            raise component_error(component, f"{source}: {problem}")
+        problem = conditions.steps_problem(int_option(component, options, "steps", 50))
+        if problem is not None:
+            raise component_error(component, problem)
         backend = cls(component, model, conditions, process, reference)
         backend.source = str(source)
         return backend
@@ -203,6 +216,9 @@ class Diffusion(Backend):
         or the caller's, as `Backend.sampling_options` merged them)."""
         self.family.follow()
         settings: dict[str, Any] = {k: options[k] for k in ("steps", "guidance_scale") if k in options}
+        problem = self.family.steps_problem(int(settings.get("steps", 50)))
+        if problem is not None:
+            raise self.error(problem)
         images: list[Image.Image] = []
         for start in range(0, len(conditions), self.batch_size):
             images += self.family.sample(conditions[start : start + self.batch_size], generator, settings)

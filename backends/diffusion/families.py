@@ -31,6 +31,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from compound.console import once
+
 
 @dataclass(frozen=True)
 class Caption:
@@ -74,14 +76,14 @@ class Family:
         pipeline: str,
         index: dict[str, Any],
         resolution: int | None = None,
-        sequence: int = 77,
+        sequence: int | None = None,
         guidance: float | None = None,
     ):
         self.denoiser = denoiser
         self.pipeline = pipeline
         self.index = index
         self.size = resolution
-        self.sequence = sequence
+        self.sequence = sequence or self.default_sequence()
         self.guidance = guidance
         self.scheduler = parts["scheduler"]
         self.vae: Any = parts.get("vae")
@@ -96,6 +98,15 @@ class Family:
                 part.requires_grad_(False).eval()
         self.encoders: list[Any] = [p for n, p in self.named.items() if p is not None and "encoder" in n]
         self.tokenizers: list[Any] = [p for n, p in self.named.items() if p is not None and "tokenizer" in n]
+        for name, tokenizer in self.named.items():
+            encoder = self.named.get(name.replace("tokenizer", "text_encoder"))
+            if tokenizer is not None and "tokenizer" in name and encoder is not None:
+                _bound(tokenizer, encoder)
+
+    def default_sequence(self) -> int:
+        """The T5 prompt length when `max_sequence_length=` is not given (families with a T5: their
+        pipeline's default, so that scores and samples match the pipeline's own)."""
+        return 77
 
     def follow(self) -> None:
         """Keep the frozen parts (VAE, text encoders) on the denoiser's device: moving the system (the
@@ -167,6 +178,12 @@ class Family:
 
     def _ids(self, tokenizer: Any, text: str, device: torch.device) -> torch.Tensor:
         limit = min(int(getattr(tokenizer, "model_max_length", 77) or 77), 77)
+        if len(text) > limit // 4 and len(tokenizer(text)["input_ids"]) > limit:
+            once(
+                f"{self.pipeline}:caption-cut",
+                f"a {self.pipeline} caption of more than {limit} tokens is cut to its text encoder's "
+                f"{limit} (and so is every longer one)",
+            )
         ids: torch.Tensor = tokenizer(
             [text], padding="max_length", max_length=limit, truncation=True, return_tensors="pt"
         )["input_ids"]
@@ -200,6 +217,34 @@ class Family:
     def settings(self) -> dict[str, Any]:
         """What the family's pipeline is always called with (besides prompts and the caller's options)."""
         return {}
+
+    def sampler(self) -> Any:
+        """A fresh copy of the scheduler sampling steps through."""
+        return type(self.scheduler).from_config(self.scheduler.config)
+
+    def steps_problem(self, steps: int) -> str | None:
+        """Why sampling cannot take `steps` denoising steps (None: it can): a DDPM-type scheduler asked
+        for as many steps as its training timesteps (with its `steps_offset`) reads past its noise table."""
+        if self.process != "ddpm":
+            return None
+        scheduler = self.sampler()
+        scheduler.set_timesteps(steps)
+        top, limit = int(scheduler.timesteps.max()), int(scheduler.config.num_train_timesteps)
+        if top < limit:
+            return None
+        return (
+            f"steps={steps}: its {type(scheduler).__name__} would step from timestep {top}, past its {limit} "
+            f"training timesteps; use steps={steps - (top - limit + 1)} or fewer"
+        )
+
+    def problem(self) -> str | None:
+        """What the folder lacks for this family (None: nothing)."""
+        if self.vae is None and self.pipeline != "CompoundDiffusion":
+            return (
+                f"its model_index.json names no vae: a {self.pipeline} paints in a VAE's latent space and "
+                "decodes with it; add the pipeline's vae/ folder and its entry in model_index.json"
+            )
+        return None
 
     def diffusers_pipeline(self) -> Any:
         """The family's own diffusers pipeline around these parts and the policy's denoiser."""
@@ -236,6 +281,14 @@ class SD(Family):
             return super().sample(captions, generator, options)
         return self._ddim(captions, generator, options)
 
+    def sampler(self) -> Any:
+        """compound's own layout samples with DDIM, from the training scheduler's config."""
+        if self.pipeline != "CompoundDiffusion":
+            return super().sampler()
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler.from_config(self.scheduler.config)
+
     def diffusers_pipeline(self) -> Any:
         from diffusers import StableDiffusionPipeline
 
@@ -255,10 +308,8 @@ class SD(Family):
         self, captions: Sequence[str], generator: torch.Generator, options: dict[str, Any]
     ) -> list[Image.Image]:
         """compound's own layout: DDIM from the training scheduler's config, guidance only when asked."""
-        from diffusers import DDIMScheduler
-
         steps, guidance = int(options.get("steps", 50)), float(options.get("guidance_scale", 1.0))
-        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler = self.sampler()
         scheduler.set_timesteps(steps)
         denoiser = self.denoiser
         device = next(denoiser.parameters()).device
@@ -333,6 +384,16 @@ class SDXL(Family):
         )
 
 
+def _bound(tokenizer: Any, encoder: Any) -> None:
+    """A tokenizer folder without `model_max_length` (transformers then says 10^30, and a pipeline padding
+    to it overflows) gets its text encoder's position count, in memory; the folder is not changed."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    config = getattr(encoder, "config", None)
+    positions = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+    if isinstance(positions, int) and (not isinstance(limit, int) or limit > 10**9):
+        tokenizer.model_max_length = positions
+
+
 class FlowFamily(Family):
     """A flow-matching transformer family: its pipeline is built from the folder's parts as they are named,
     and paints at the family's resolution with the T5 prompt length the scores use."""
@@ -346,6 +407,15 @@ class FlowFamily(Family):
     def settings(self) -> dict[str, Any]:
         side = self.resolution()
         return {"height": side, "width": side, "max_sequence_length": self.sequence}
+
+    def default_sequence(self) -> int:
+        import inspect
+
+        import diffusers
+
+        call = getattr(diffusers, self.pipeline_class).__call__
+        default = inspect.signature(call).parameters["max_sequence_length"].default
+        return int(default)
 
     def diffusers_pipeline(self) -> Any:
         import diffusers

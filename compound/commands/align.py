@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from compound.choices import Pairing, RoundReference
+from compound.choices import PairingStrategy, RoundReference
 from compound.commands.common import (
     AutoBeta,
     Batch,
@@ -48,7 +48,9 @@ def command(
         Path | None, typer.Option("--eval", help="Held-out inputs, evaluated after every round.")
     ] = None,
     eval_samples: Annotated[int | None, typer.Option(help="Samples per held-out input (default 1).")] = None,
-    pairing: Annotated[str | None, typer.Option(help=f"{choices(Pairing)} (default best-worst).")] = None,
+    pairing: Annotated[
+        str | None, typer.Option(help=f"{choices(PairingStrategy)} (default best-worst).")
+    ] = None,
     min_gap: Annotated[float | None, typer.Option(help="Smallest score gap that makes a pair.")] = None,
     min_chosen: Annotated[
         float | None, typer.Option(help="Smallest score of a pair's preferred sample.")

@@ -7,7 +7,7 @@ from typing import Annotated, cast
 
 import typer
 
-from compound.choices import Pairing, values
+from compound.choices import PairingStrategy, values
 from compound.commands.common import ScorerOptions, err, scorer_options
 
 
@@ -45,10 +45,10 @@ def command(
     elif any(s.score is None for s in found):
         raise error("config", "the samples have no scores: give --scorer")
     chosen = "ranked" if ranked else strategy
-    if chosen not in values(Pairing):
-        raise error("config", f"--strategy {chosen!r}: use {', '.join(values(Pairing))}")
+    if chosen not in values(PairingStrategy):
+        raise error("config", f"--strategy {chosen!r}: use {', '.join(values(PairingStrategy))}")
     made = pairs(
-        found, cast(Pairing, chosen), min_gap, relative_to=out.resolve().parent, min_chosen=min_chosen
+        found, cast(PairingStrategy, chosen), min_gap, relative_to=out.resolve().parent, min_chosen=min_chosen
     )
     write_jsonl(out, made.pairs)
     gaps = made.gaps or [0.0]

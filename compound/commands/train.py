@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,9 @@ from compound.commands.common import (
     report,
     training,
 )
+
+#: Invalid rows `--skip-invalid` lists by number and reason (the rest are counted).
+SHOWN = 20
 
 
 def command(
@@ -109,6 +113,10 @@ def command(
     )
     trainer = Trainer(system, data, out, settings, eval_data=eval_data, trust_remote_code=trust_remote_code)
     report(trainer.data.warnings + (trainer.eval_data.warnings if trainer.eval_data else []), {})
+    left_out = [d for data in (trainer.data, trainer.eval_data) if data for d in data.invalid]
+    report([replace(d, severity="warning", message=f"left out: {d.message}") for d in left_out[:SHOWN]], {})
+    if len(left_out) > SHOWN:
+        err.print(f"... and {len(left_out) - SHOWN} more invalid rows left out")
     pairs = trainer.data.pairs
     err.print(
         f"training {', '.join(trainer.trained)} of {system} on {len(pairs)} pairs "

@@ -3,7 +3,7 @@
 A pair whose rows lack some intermediate sampled nodes y (they give the inputs x
 and the outputs z) is scored through log p(z | x) = log sum_y p(y | x) p(z | y),
 approximated on K candidate assignments y^1..y^K of the missing nodes
-(docs/method.md, "SysDPO-Sampling"):
+(docs/method.md, "Two variants"):
 
     log p(z | x)  ~  logsumexp_a  sum over factors f of  weight_f * score_f(y^a, z)
 

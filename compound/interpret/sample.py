@@ -17,7 +17,7 @@ from compound.backends.base import Backend
 from compound.interpret import Handler, Runs, Site, interpret
 from compound.interpret.given import Given
 from compound.types import Row
-from compound.values import as_row, condition
+from compound.values import as_row, clashes, condition
 
 
 class Sample(Handler):
@@ -62,6 +62,8 @@ def sample(
     """
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    for k, row in enumerate(inputs):
+        clashes(system, row, f"input row {k}")
     rows = [row for row in inputs for _ in range(n)]
     labels = [f"input row {k}" for k in range(len(inputs)) for _ in range(n)]
     given = Given(system, rows, labels, nodes="inputs", check=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compound.choices import Pairing, values
+from compound.choices import PairingStrategy, values
 from compound.diagnostics import error
 from compound.samples.store import Sample, by_input
 
-STRATEGIES = values(Pairing)
+STRATEGIES = values(PairingStrategy)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Pairing:
 
 def pairs(
     samples: Sequence[Sample],
-    strategy: Pairing = "best-worst",
+    strategy: PairingStrategy = "best-worst",
     min_gap: float = 0.0,
     relative_to: Path | None = None,
     min_chosen: float | None = None,

@@ -55,13 +55,11 @@ def sample_inputs(
     with Progress(disable=not show) as progress:
         task = progress.add_task("sampling", total=len(starts))
         for start in starts:
+            given = inputs[start : start + batch]
             rows = model.sample(
-                inputs[start : start + batch],
-                n=n,
-                generator=torch.Generator().manual_seed(splitmix(seed, start)),
-                **(decoding or {}),
+                given, n=n, generator=torch.Generator().manual_seed(splitmix(seed, start)), **(decoding or {})
             )
-            part = saved.split(model.system, rows, n, first=start)
+            part = saved.split(model.system, given, rows, n, first=start)
             if score is not None:
                 saved.score(part, score)
             found += saved.best_of(part) if best else part

@@ -33,15 +33,20 @@ class Sample:
 
 
 def split(
-    system: ir.System, rows: Sequence[Mapping[str, Any]], per_input: int, first: int = 0
+    system: ir.System,
+    inputs: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    per_input: int,
+    first: int = 0,
 ) -> list[Sample]:
-    """Sampled rows (n per input, in order) as Samples: inputs apart from the generated values."""
-    inputs = {n.base for n in system.nodes if isinstance(n, ir.InputNode)}
+    """Sampled rows (n per input row, in order) as Samples: the whole input row (its declared inputs and
+    any other column, such as a reference answer a scorer reads) apart from the generated values."""
+    declared = {n.base for n in system.nodes if isinstance(n, ir.InputNode)}
     return [
         Sample(
             id=f"{first + k // per_input}-{k % per_input}",
-            input={key: v for key, v in row.items() if key in inputs},
-            values={key: v for key, v in row.items() if key not in inputs},
+            input=dict(inputs[k // per_input]),
+            values={key: v for key, v in row.items() if key not in declared},
         )
         for k, row in enumerate(rows)
     ]

@@ -108,7 +108,9 @@ class Progression:
 
     def steps(self, row: Mapping[str, Any]) -> list[float] | None:
         """The signed steps between consecutive images, or None if the sequence is malformed."""
-        images = row.get(self.field)
+        if self.field not in row:  # a misspelt field= would score every sample as malformed
+            raise KeyError(f"progression reads '{self.field}', which the row does not have ({_keys(row)})")
+        images = row[self.field]
         if not isinstance(images, Sequence) or isinstance(images, str) or len(images) < 2:
             return None
         try:
@@ -148,7 +150,15 @@ class ExactMatch:
 
     def __call__(self, row: Mapping[str, Any]) -> float:
         if self.answer not in row:
-            raise KeyError(f"exact_match needs the reference answer '{self.answer}' in each row")
-        return float(
-            str(row.get(self.field, "")).strip().casefold() == str(row[self.answer]).strip().casefold()
-        )
+            raise KeyError(
+                f"exact_match needs the reference answer '{self.answer}' in each row ({_keys(row)}): give it "
+                "as a column of the inputs file"
+            )
+        if self.field not in row:  # a misspelt field= would score every sample 0
+            raise KeyError(f"exact_match reads '{self.field}', which the row does not have ({_keys(row)})")
+        return float(str(row[self.field]).strip().casefold() == str(row[self.answer]).strip().casefold())
+
+
+def _keys(row: Mapping[str, Any]) -> str:
+    """What a row holds, for a message."""
+    return "it has " + ", ".join(sorted(map(str, row))) if row else "it is empty"

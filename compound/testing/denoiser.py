@@ -47,6 +47,8 @@ class TinyDenoiser(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers 
     """Predicts the noise (or velocity) in `sample` at `timestep`, given the caption's hidden states."""
 
     _supports_gradient_checkpointing = False
+    #: What LoRA adapts by default (it has no attention projections): its convolutions and FiLM layers.
+    lora_targets = ("conv1", "conv2", "film")
 
     @register_to_config
     def __init__(

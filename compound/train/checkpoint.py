@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from compound.diagnostics import error
 from compound.io import atomic_folder, damaged, read_jsonl, write_checksums, write_json, write_jsonl
@@ -82,26 +84,51 @@ class Checkpointer:
         done = final.exists()
         if acc.is_main_process and not done:
             shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp / "components", only=trained)
-            for name, part in training.items():
-                torch.save(part.state_dict(), tmp / f"{name}.pt")
-            finite = all(
-                bool(torch.isfinite(t).all())
-                for name in trained
-                for t in model.backend(name).parameters()
-                if t.requires_grad
-            )
-            write_json(tmp / STATE, {**state, "finite": finite})
+            with self._writing(final.name, tmp):
+                model.save_pretrained(tmp / "components", only=trained)
+                for name, part in training.items():
+                    torch.save(part.state_dict(), tmp / f"{name}.pt")
+                finite = all(
+                    bool(torch.isfinite(t).all())
+                    for name in trained
+                    for t in model.backend(name).parameters()
+                    if t.requires_grad
+                )
+                write_json(tmp / STATE, {**state, "finite": finite})
         acc.wait_for_everyone()
         if not done:
-            write_json(tmp / f"candidates-{acc.process_index}.json", dict(candidates))
+            with self._writing(final.name, tmp):
+                write_json(tmp / f"candidates-{acc.process_index}.json", dict(candidates))
         acc.wait_for_everyone()
         if acc.is_main_process and not done:
-            write_checksums(tmp)
-            tmp.rename(final)
+            with self._writing(final.name, tmp):
+                write_checksums(tmp)
+                tmp.rename(final)
             self._rotate()
         acc.wait_for_everyone()
         return final
+
+    @contextmanager
+    def _writing(self, what: str, tmp: Path | None) -> Iterator[None]:
+        """Writing part of the run folder: a full disk or a failed write (OSError, and the RuntimeError
+        torch.save and safetensors raise for one) becomes an error that says what is intact, with the
+        half-written folder removed."""
+        try:
+            yield
+        except (OSError, RuntimeError, SafetensorError) as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0] or type(e).__name__
+            good = self.latest_good()
+            raise error(
+                "config",
+                f"cannot write {what} in {self.out}: {reason} (is the disk full?); the run is intact up to "
+                + (
+                    f"its checkpoint {good.name}: free space and --resume"
+                    if good
+                    else "its start: free space and run it again"
+                ),
+            ) from None
 
     def _rotate(self) -> None:
         """Keep the newest `keep` checkpoints, and the newest good one whatever its age."""
@@ -141,7 +168,7 @@ class Checkpointer:
         final = self.run.final
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            with atomic_folder(final) as tmp:
+            with self._writing("the final weights", None), atomic_folder(final) as tmp:
                 model.save_pretrained(tmp, only=trained)
                 write_json(tmp / RUN_FILE, dict(meta))
                 write_checksums(tmp)

@@ -33,6 +33,7 @@ from compound.loader import load, load_weights, lora_options
 from compound.loss import chosen_nll, plackett_luce_loss, rewards, scales, sysdpo_loss
 from compound.progress import Mode, Progress
 from compound.reference import ReferenceCache
+from compound.run_folder import TrainRun, locked
 from compound.system import CompiledSystem
 from compound.train.betas import auto_betas, by_node, given_betas
 from compound.train.candidates import CandidateStore
@@ -171,6 +172,13 @@ class Trainer:
         self.node_betas = given_betas(ir_system, by_node(cfg.node_betas, bases))
         if cfg.auto_beta:
             self.node_betas.update(self._auto_betas())
+        if cfg.loss_type == "ipo" and self.node_betas:
+            raise error(
+                "config",
+                "the ipo loss has one beta (its target margin is 1 / (2 beta)), but these nodes have their "
+                f"own: {', '.join(sorted(self.node_betas))} (node_betas or the .cmp file's beta=); drop "
+                "them, or use another loss",
+            )
         groups = [
             {"params": params, "lr": cfg.learning_rates.get(name, cfg.learning_rate), "name": name}
             for name in self.trained
@@ -407,7 +415,16 @@ class Trainer:
     # ------------------------------------------------------------ the run
 
     def train(self, resume: bool = False) -> dict[str, float]:
-        """Run to `total_steps`; with `resume`, continue from the run folder's last checkpoint."""
+        """Run to `total_steps`; with `resume`, continue from the run folder's last checkpoint. The folder
+        is locked while the run goes on, and one that holds a run already is refused without `resume`."""
+        if not self.accelerator.is_main_process:
+            return self._train(resume)
+        if not resume and TrainRun(self.out).started():
+            raise error("config", f"{self.out} holds a run already: --resume it, or choose another --out")
+        with locked(self.out, "compound train"):
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict[str, float]:
         acc, cfg = self.accelerator, self.config
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
