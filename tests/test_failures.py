@@ -43,6 +43,11 @@ def refused(*args: object, match: str) -> str:
     return result.output
 
 
+def refused_train(moa, tmp_path: Path, *flags: object, match: str) -> str:
+    """`compound train` of the moa system into tmp_path/r with `flags`, refused with `match`."""
+    return refused("train", moa["cmp"], "--data", moa["prefs"], "--out", tmp_path / "r", *flags, match=match)
+
+
 @pytest.fixture(scope="module")
 def moa(tmp_path_factory):
     root = tmp_path_factory.mktemp("moa")
@@ -100,7 +105,7 @@ def copied(run: Path, tmp_path: Path) -> Path:
     ],
 )
 def test_a_node_beta_or_weight_that_would_train_the_wrong_way_is_refused(moa, tmp_path, flags, match):
-    out = refused("train", moa["cmp"], "--data", moa["prefs"], "--out", tmp_path / "r", *flags, match=match)
+    out = refused_train(moa, tmp_path, *flags, match=match)
     assert "node_" in out and not (tmp_path / "r").exists()
 
 
@@ -109,13 +114,9 @@ def test_a_node_beta_or_weight_that_would_train_the_wrong_way_is_refused(moa, tm
 )
 def test_a_config_files_number_that_is_not_one_or_would_train_backwards_is_refused(moa, tmp_path, text):
     (tmp_path / "c.toml").write_text(text)
-    refused(
-        "train",
-        moa["cmp"],
-        "--data",
-        moa["prefs"],
-        "--out",
-        tmp_path / "r",
+    refused_train(
+        moa,
+        tmp_path,
         "--config",
         tmp_path / "c.toml",
         match="invalid settings",
@@ -275,13 +276,9 @@ def test_a_second_train_on_the_same_folder_is_refused_at_once_and_after(moa, run
 )
 def test_a_malformed_config_file_is_named_with_where_it_goes_wrong(moa, tmp_path, name, content, match):
     (tmp_path / name).write_bytes(content)
-    refused(
-        "train",
-        moa["cmp"],
-        "--data",
-        moa["prefs"],
-        "--out",
-        tmp_path / "r",
+    refused_train(
+        moa,
+        tmp_path,
         "--config",
         tmp_path / name,
         match=match,
@@ -310,13 +307,9 @@ def test_an_align_config_whose_tables_are_not_tables_is_refused(moa, tmp_path, t
 
 def test_a_config_that_is_a_fifo_or_a_device_is_refused_without_reading_it(moa, tmp_path):
     os.mkfifo(tmp_path / "fifo.toml")
-    refused(
-        "train",
-        moa["cmp"],
-        "--data",
-        moa["prefs"],
-        "--out",
-        tmp_path / "r",
+    refused_train(
+        moa,
+        tmp_path,
         "--config",
         tmp_path / "fifo.toml",
         match="not a file",
