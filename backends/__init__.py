@@ -31,6 +31,9 @@ ENTRY_POINT_GROUP = "compound.backends"
 NODE_OPTIONS = frozenset({"template", "weight", "beta"})
 #: Options every component takes, whatever its kind: handled by the core (`beta=`: its nodes' beta).
 COMPONENT_OPTIONS = frozenset({"beta"})
+#: What the core hands a backend with a node's demonstrations (`SampleNode.demos`), among the options of
+#: `prepare` and `sample`: never an option a `.cmp` file gives (a node's `demos=K` says how many it takes).
+DEMONSTRATIONS = "demonstrations"
 #: Options that would let a `.cmp` file run code: a file may never give them (the caller may, in Python or
 #: on the command line).
 FORBIDDEN = frozenset({"trust_remote_code"})
@@ -226,8 +229,8 @@ BUILTIN: dict[str, Kind] = {
             "chat": FLAG,
             "system_prompt": TEXT,
         },
-        node_options=_LM_SAMPLING,
-        sampling=frozenset(_LM_SAMPLING),
+        node_options={**_LM_SAMPLING, "demos": _range(1, 64)},
+        sampling=frozenset({*_LM_SAMPLING, DEMONSTRATIONS}),
         implementation="compound.backends.causal_lm:CausalLM",
     ),
     "diffusion": Kind(

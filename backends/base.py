@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from compound import ir
-from compound.backends import REFERENCES, Kind
+from compound.backends import DEMONSTRATIONS, REFERENCES, Kind
 from compound.diagnostics import CompoundError, error, needs
 
 
@@ -88,8 +88,8 @@ class Backend(nn.Module, ABC):
         self, node: ir.SampleNode, decoding: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """The options a node's draws take: its component's, then its own, then the caller's decoding
-        flags (a later one winning), each only if this kind's `sample` takes it."""
-        merged = {**self.component.options, **node.options, **(decoding or {})}
+        flags (a later one winning), each only if this kind's `sample` takes it; and its demonstrations."""
+        merged = {**self.component.options, **node_options(node), **(decoding or {})}
         return {key: value for key, value in merged.items() if key in self.sampling}
 
     def error(self, message: str) -> CompoundError:
@@ -244,6 +244,12 @@ class Backend(nn.Module, ABC):
                 f"kind {self.kind!r} has no beam search for candidates: use candidate_strategy='sample'"
             )
         return list(dict.fromkeys(self.sample([condition] * k, generator, **options)))
+
+
+def node_options(node: ir.SampleNode) -> dict[str, Any]:
+    """A node's options as its backend gets them: the `.cmp` file's, and its demonstrations (under
+    `DEMONSTRATIONS`) when an optimizer gave it some."""
+    return {**node.options, DEMONSTRATIONS: node.demos} if node.demos else dict(node.options)
 
 
 def component_error(component: ir.Component, message: str) -> CompoundError:

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from compound import ir
-from compound.backends import BUILTIN
+from compound.backends import BUILTIN, DEMONSTRATIONS
 from compound.backends.base import Backend, int_option, load_failed
 from compound.backends.decoding import PatternTooSlow, RegexConstraint, diverse_beams
 from compound.backends.loading import checkpointing, dtype_option, lora, resolve, safetensors_only
@@ -87,16 +87,30 @@ class CausalLM(Backend):
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.max_length = int_option(component, component.options, "max_length", int(context or 1_000_000))
         self.chat = bool(component.options.get("chat", False))
-        self.system_prompt = component.options.get("system_prompt")
         if self.chat and not getattr(tokenizer, "chat_template", None):
             raise self.error("chat=true, but its tokenizer has no chat template")
         #: Generation stops at EOS, and with `chat=true` at the template's end of turn.
         self.stop = self._end_of_turn() if self.chat else int(tokenizer.eos_token_id)
         self._tokens = lru_cache(maxsize=65536)(self._tokenize)
 
-    def _messages(self, condition: str, answer: str | None = None) -> list[dict[str, str]]:
-        system = [{"role": "system", "content": str(self.system_prompt)}] if self.system_prompt else []
-        turns = [*system, {"role": "user", "content": condition}]
+    @property
+    def system_prompt(self) -> str | None:
+        """The component's `system_prompt=` (a param's current text, when a param gives it)."""
+        found = self.component.options.get("system_prompt")
+        return None if found is None else str(found)
+
+    def _messages(
+        self, condition: str, answer: str | None = None, demos: Sequence[ir.Demo] = ()
+    ) -> list[dict[str, str]]:
+        """The conversation: the system prompt, each demonstration as an earlier user and assistant turn,
+        then the node's prompt (and its answer)."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        shots = [
+            turn
+            for d in demos
+            for turn in ({"role": "user", "content": d.prompt}, {"role": "assistant", "content": d.output})
+        ]
+        turns = [*system, *shots, {"role": "user", "content": condition}]
         return [*turns, {"role": "assistant", "content": answer}] if answer is not None else turns
 
     def _template(self, messages: list[dict[str, str]], tokenize: bool, generation: bool) -> Any:
@@ -131,12 +145,16 @@ class CausalLM(Backend):
         ids = self.tokenizer(shared, add_special_tokens=False)["input_ids"]
         return next((i for i in ids if i in special), int(self.tokenizer.eos_token_id))
 
-    def prompt(self, condition: str) -> str:
-        """A node's rendered template, as the user's turn of the tokenizer's chat template with `chat=true`
-        (after the component's `system_prompt=` message, if any), ready for the assistant's answer."""
+    def prompt(self, condition: str, demos: Sequence[ir.Demo] = ()) -> str:
+        """A node's rendered template, after its demonstrations: as plain text, each demonstration's
+        prompt and output and a blank line; with `chat=true`, the user's turn of the tokenizer's chat
+        template (after the component's `system_prompt=` message and the demonstrations as earlier
+        turns), ready for the assistant's answer."""
         if not self.chat:
-            return condition
-        rendered: str = self._template(self._messages(condition), tokenize=False, generation=True)
+            return "".join(f"{d.prompt}{d.output}\n\n" for d in demos) + condition
+        rendered: str = self._template(
+            self._messages(condition, demos=demos), tokenize=False, generation=True
+        )
         return rendered
 
     @classmethod
@@ -175,12 +193,20 @@ class CausalLM(Backend):
 
     # ------------------------------------------------------------ scoring
 
-    def _tokenize(self, condition: str, text: str) -> Tokens:
+    def _tokenize(
+        self, condition: str, text: str, demos: tuple[ir.Demo, ...], system_prompt: str | None
+    ) -> Tokens:
+        """One completion's tokens (cached by everything they depend on: the system prompt a param may
+        change, the demonstrations an optimizer gave)."""
         if self.chat:
-            prompt_ids = list(self._template(self._messages(condition), tokenize=True, generation=True))
-            full = list(self._template(self._messages(condition, text), tokenize=True, generation=False))
+            prompt_ids = list(
+                self._template(self._messages(condition, demos=demos), tokenize=True, generation=True)
+            )
+            full = list(
+                self._template(self._messages(condition, text, demos), tokenize=True, generation=False)
+            )
         else:
-            prompt = self.prompt(condition)
+            prompt = self.prompt(condition, demos)
             prompt_ids = self.tokenizer(prompt)["input_ids"]
             full = self.tokenizer(prompt + text + self.tokenizer.eos_token)["input_ids"]
         shared = 0
@@ -188,13 +214,17 @@ class CausalLM(Backend):
             shared += 1
         return Tokens(tuple(full[:shared]), tuple(full[shared:]))
 
-    def prepare(self, condition: str, value: Any, options: Mapping[str, ir.Value]) -> Tokens | Choice:
+    def tokens(self, condition: str, text: str, options: Mapping[str, Any]) -> Tokens:
+        """A completion's tokens, with the node's demonstrations (in `options`) before its prompt."""
+        return self._tokens(condition, text, _demos(options), self.system_prompt)
+
+    def prepare(self, condition: str, value: Any, options: Mapping[str, Any]) -> Tokens | Choice:
         choices = _choices(options)
         if choices is None:
-            return self._tokens(condition, value)
+            return self.tokens(condition, value, options)
         if value not in choices:
             raise self.error(f"the value {value!r} is not one of its node's choices ({'|'.join(choices)})")
-        return Choice(tuple(self._tokens(condition, c) for c in choices), choices.index(value))
+        return Choice(tuple(self.tokens(condition, c, options) for c in choices), choices.index(value))
 
     def size(self, item: Tokens | Choice) -> int:
         return len((item.options[item.index] if isinstance(item, Choice) else item).completion)
@@ -258,7 +288,7 @@ class CausalLM(Backend):
         if choices is not None:
             return [choices[int(i)] for i in self._pick(conditions, choices, 1, options, generator)[:, 0]]
         settings = {"max_new_tokens": 64, "do_sample": True, "temperature": 1.0, "top_k": 0} | {
-            k: v for k, v in options.items() if k not in ("pattern", "choice", "diversity")
+            k: v for k, v in options.items() if k not in ("pattern", "choice", "diversity", DEMONSTRATIONS)
         }
         constraint = self._constraint(options)
         device = next(self.model.parameters()).device
@@ -268,7 +298,9 @@ class CausalLM(Backend):
         room = max(1, self.max_length - int(settings["max_new_tokens"]))
         try:
             for start in range(0, len(conditions), self.batch_size):
-                prompts = [self.prompt(c) for c in conditions[start : start + self.batch_size]]
+                prompts = [
+                    self.prompt(c, _demos(options)) for c in conditions[start : start + self.batch_size]
+                ]
                 self._say_if_cut(prompts, room)
                 batch = self.tokenizer(
                     prompts,
@@ -321,7 +353,9 @@ class CausalLM(Backend):
             return list(dict.fromkeys(choices[int(i)] for i in picks))
         if strategy == "sample":
             return list(dict.fromkeys(self.sample([condition] * k, generator, **options)))
-        prompt = self.tokenizer(self.prompt(condition))["input_ids"][-(self.max_length - 1) :]
+        prompt = self.tokenizer(self.prompt(condition, _demos(options)))["input_ids"][
+            -(self.max_length - 1) :
+        ]
         try:
             beams = diverse_beams(
                 self.model,
@@ -349,7 +383,8 @@ class CausalLM(Backend):
     ) -> torch.Tensor:
         """Indices [len(conditions), k] of choices: drawn from the node's distribution, or the k likeliest."""
         with torch.no_grad():
-            logps = self._logps(self.model, [self._tokens(c, v) for c in conditions for v in choices])
+            items = [self.tokens(c, v, options) for c in conditions for v in choices]
+            logps = self._logps(self.model, items)
         logps = logps.view(len(conditions), len(choices)).cpu()
         if greedy or not options.get("do_sample", True):
             return logps.topk(min(k, len(choices)), dim=1).indices
@@ -371,6 +406,11 @@ class CausalLM(Backend):
         merged: Any = self.merged(merge)
         merged.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+
+
+def _demos(options: Mapping[str, Any]) -> tuple[ir.Demo, ...]:
+    """The node's demonstrations, as the core hands them (`SampleNode.demos`)."""
+    return tuple(options.get(DEMONSTRATIONS, ()))
 
 
 def _choices(options: Mapping[str, Any]) -> list[str] | None:

@@ -14,6 +14,15 @@ Round K = 1 .. R:
    and the win rate against round 0 on the same draws, a tie counting half
    (`round-K/eval/`, `compound.evaluation`).
 
+With `text` (`--text gepa|bootstrap`), the system's text is optimized too, in
+text steps between the rounds as `schedule` orders them ('p w p' by default:
+a text step, the rounds, a text step, as BetterTogether alternates them). Text
+step T (`text-T/`, an ordinary `compound optimize` run) starts from the current
+text with the current weights and selects on the training inputs; the held-out
+inputs only measure it (`text-T/eval/`), as they measure the rounds. The
+rounds after it sample, train and evaluate with its text; `text.json` is the
+last one.
+
 `round-K/round.json` holds the round's numbers, `summary.jsonl` one line per
 round, `summary.png` the curves (the layout: `compound.run_folder`).
 
@@ -50,12 +59,17 @@ from compound.inputs import read_inputs
 from compound.io import atomic_write, write_json, write_jsonl
 from compound.loader import lora_options
 from compound.model_folders import with_folders
-from compound.run_folder import AlignRun, Round, latest, locked
+from compound.optimize import TextStep
+from compound.optimize.reflection import ReflectionLM
+from compound.run_folder import AlignRun, Round, latest, locked, read_object
 from compound.samples.pairing import pairs
 from compound.samples.run import sample_inputs
 from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
 from compound.seeds import splitmix
+from compound.text import TEXT_FILE, Text
+from compound.text import read as read_text
+from compound.text import write as write_text
 from compound.train import TrainConfig, Trainer
 from compound.train.config import validated, with_overrides
 
@@ -87,6 +101,29 @@ class AlignConfig(BaseModel):
     train: TrainConfig = Field(
         TrainConfig(), description="the training settings of every round (the [train] table)"
     )
+    text: TextStep | None = Field(
+        None, description="optimize the system's text too, in text steps (the [text] table, --text)"
+    )
+    schedule: str | None = Field(
+        None,
+        description="the steps in order, p a text step and w a SysDPO round: 'p w p' (BetterTogether's), "
+        "'w p', 'p w w' ... (default with text: p, the rounds, p)",
+    )
+
+    def steps(self) -> list[str]:
+        """The run's steps: "p" (text) and "w" (weights), in order."""
+        if self.schedule is None:
+            return ["p", *["w"] * self.rounds, "p"] if self.text is not None else ["w"] * self.rounds
+        found = self.schedule.replace("->", " ").replace(",", " ").split()
+        if any(step not in ("p", "w") for step in found) or found.count("w") != self.rounds:
+            raise error(
+                "config",
+                f"schedule {self.schedule!r}: steps p (text) and w (a round), {self.rounds} w for --rounds "
+                f"{self.rounds}",
+            )
+        if "p" in found and self.text is None:
+            raise error("config", f"schedule {self.schedule!r} has text steps: give --text gepa|bootstrap")
+        return found
 
 
 def configure(
@@ -95,13 +132,14 @@ def configure(
     train: Mapping[str, Any],
     decoding: Mapping[str, Any],
     scorer_options: Mapping[str, Any],
+    text: Mapping[str, Any] | None = None,
 ) -> AlignConfig:
     """An online run's settings: a config file's `settings` (its `train` table training's, its `decoding`
-    table the sampling options), with the `overrides`, `train` and `decoding` given on top (None: not
-    given) and `scorer_options` added to the file's."""
+    table the sampling options, its `text` table the text steps'), with the `overrides`, `train`,
+    `decoding` and `text` given on top (None: not given) and `scorer_options` added to the file's."""
     found = dict(settings)
     tables = {}
-    for name in ("train", "decoding"):
+    for name in ("train", "decoding", "text"):
         table = found.pop(name, None) or {}
         if not isinstance(table, Mapping):
             raise error("config", f"invalid settings: {name} is a table of settings, not {table!r}")
@@ -115,7 +153,11 @@ def configure(
     found["scorer_options"] = {**found.get("scorer_options", {}), **scorer_options}
     if "scorer" not in found:
         raise error("config", "compound align needs a scorer: --scorer NAME or --scorer FILE.toml")
-    return validated(AlignConfig, {**found, "decoding": sampling, "train": trained})
+    steps = {**tables["text"], **{k: v for k, v in (text or {}).items() if v is not None}}
+    settings = {**found, "decoding": sampling, "train": trained, "text": steps or None}
+    config = validated(AlignConfig, settings)
+    config.steps()  # a schedule that cannot run is refused before anything runs
+    return config
 
 
 def align(
@@ -124,16 +166,33 @@ def align(
     resume: bool = False,
     trust_remote_code: bool = False,
     scorer: Scorer | None = None,
+    reflection: ReflectionLM | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or, with `resume`, finish) the rounds; return the summary, one dict per round. A `scorer`
-    object (from Python) replaces the one `config.scorer` names, which then only labels the run."""
+    """Run (or, with `resume`, finish) the steps; return the summary, one dict per step. A `scorer`
+    object (from Python) replaces the one `config.scorer` names, which then only labels the run;
+    `reflection` is the text steps' reflection LM in place of the one `config.text` names."""
     folder = AlignRun(Path(out))
+    steps = config.steps()
     # reads the inputs and makes the scorer: mistakes show now, before anything is written
-    run = _Run(config, folder, trust_remote_code, scorer)
+    run = _Run(config, folder, trust_remote_code, scorer, reflection)
     with locked(folder.path, "compound align"):
         _settle(config, folder, resume)
         run.start()
-        summary = [run.round(folder.round(k)) for k in range(1, config.rounds + 1)]
+        summary, rounds, texts = [], 0, 0
+        for step, kind in enumerate(steps, 1):
+            if kind == "w":
+                rounds += 1
+                found = run.round(folder.round(rounds))
+            else:
+                texts += 1
+                found = run.text_step(texts)
+            summary.append(
+                {"step": step, "kind": "weights" if kind == "w" else "text", **found}
+                if config.text
+                else found
+            )
+        if run.text is not None:
+            write_text(folder.path / TEXT_FILE, run.text)
         write_jsonl(folder.summary, summary)
         plot(summary, folder.path / "summary.png")
     return summary
@@ -156,8 +215,16 @@ def _settle(config: AlignConfig, folder: AlignRun, resume: bool) -> None:
 class _Run:
     """One online run's stages, each skipped when its outputs exist."""
 
-    def __init__(self, config: AlignConfig, folder: AlignRun, trust_remote_code: bool, scorer: Scorer | None):
-        self.config, self.folder, self.trust = config, folder, trust_remote_code
+    def __init__(
+        self,
+        config: AlignConfig,
+        folder: AlignRun,
+        trust_remote_code: bool,
+        scorer: Scorer | None,
+        reflection: ReflectionLM | None = None,
+    ):
+        self.config, self.folder, self.trust, self.reflection = config, folder, trust_remote_code, reflection
+        self.text: Text | None = None  # the text the system runs with (None: the .cmp file's)
         self.inputs = read_inputs(config.inputs)
         self.held = read_inputs(config.eval) if config.eval else None
         self.options = lora_options(config.train.lora)
@@ -170,10 +237,41 @@ class _Run:
     def start(self) -> None:
         """Round 0: the base system on the held-out inputs, what every round is compared with."""
         if self.held is not None:
-            self.baseline = self._scores(self.folder.round(0), self.system, None)
+            self.baseline = self._scores(self.folder.round(0).eval, self.system, None)
 
     def say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    def text_step(self, t: int) -> dict[str, Any]:
+        """Text step t: the system's text optimized with its current weights, from its current text."""
+        from compound.optimize import OptimizeConfig, optimize
+
+        cfg, folder = self.config, self.folder.path / f"text-{t}"
+        assert cfg.text is not None
+        settings = OptimizeConfig(
+            system=str(self.system),
+            inputs=cfg.inputs,
+            eval=None,  # selected on the training inputs: the held-out ones only measure, as for the weights
+            scorer=cfg.scorer,
+            scorer_options=cfg.scorer_options,
+            seed=splitmix(cfg.seed, 0x7E47, t),
+            weights=str(self.weights) if self.weights else None,
+            batch=cfg.batch,
+            **cfg.text.model_dump(),
+        )
+        summary_file = folder / "summary.json"
+        if summary_file.is_file():
+            found: dict[str, Any] = read_object(summary_file, "the text step's summary")
+        else:
+            self.say(f"text {t}: {cfg.text.optimizer}, a budget of {cfg.text.budget}")
+            resume = (folder / "optimize.json").is_file()
+            found = optimize(settings, folder, resume, self.reflection, self.scorer, self.trust, self.text)
+        self.text = read_text(folder / "final" / TEXT_FILE)
+        result: dict[str, Any] = {"text": t, "validation_score": found["best_score"]}
+        if self.held is not None and self.baseline is not None:
+            scores = self._scores(folder / "eval", self.system, self.weights)
+            result.update(eval_mean_score=mean_score(scores), win_rate=win_rate(scores, self.baseline))
+        return result
 
     def round(self, current: Round) -> dict[str, Any]:
         cfg, k = self.config, current.number
@@ -207,6 +305,7 @@ class _Run:
                 quiet=not sys.stderr.isatty(),
                 trust_remote_code=self.trust,
                 options=self.options,
+                text=self.text,
             )
         found_samples = saved.read(current.samples)
         if not current.pairs.is_file():
@@ -225,7 +324,7 @@ class _Run:
             self.say(f"{where}: no pairs (every input's samples scored alike); the weights carry over")
         if self.held is not None and self.baseline is not None:
             self.say(f"{where}: evaluating {len(self.held)} held-out inputs")
-            found = self._scores(current, self.system, self.weights)
+            found = self._scores(current.eval, self.system, self.weights)
             result.update(eval_mean_score=mean_score(found), win_rate=win_rate(found, self.baseline))
         write_json(current.result_file, result)
         return result
@@ -245,6 +344,7 @@ class _Run:
                 ),
                 trust_remote_code=self.trust,
                 weights=self.weights,
+                text=self.text,
             )
             self.say(f"{where}: training {trainer.total_steps} steps" + (" (resumed)" if resuming else ""))
             trainer.train(resume=resuming)
@@ -268,14 +368,15 @@ class _Run:
             atomic_write(current.system, with_folders(self.config.system, latest(earlier)))
         return current.system
 
-    def _scores(self, current: Round, system: Path, weights: Path | None) -> dict[str, float]:
-        """The held-out inputs run with the evaluation draws, each sample's score."""
+    def _scores(self, folder: Path, system: Path, weights: Path | None) -> dict[str, float]:
+        """The held-out inputs run with the evaluation draws (their samples in `folder`), each sample's
+        score."""
         assert self.held is not None
         cfg = self.config
         return evaluate(
             system,
             self.held,
-            current.eval,
+            folder,
             self.scorer,
             cfg.seed,
             samples=cfg.eval_samples,
@@ -285,6 +386,7 @@ class _Run:
             options=self.options,
             trust_remote_code=self.trust,
             quiet=not sys.stderr.isatty(),
+            text=self.text,
         )
 
 
@@ -295,18 +397,19 @@ def plot(summary: Sequence[Mapping[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    rounds = [r["round"] for r in summary]
+    steps = [r.get("step", r.get("round")) for r in summary]  # a run with text steps counts every step
     series = {
-        "training samples: mean score": [r["train_mean_score"] for r in summary],
+        "training samples: mean score": [r.get("train_mean_score") for r in summary],
         "held-out: mean score": [r.get("eval_mean_score") for r in summary],
         "held-out: win rate against round 0": [r.get("win_rate") for r in summary],
     }
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, values in series.items():
-        if all(v is not None for v in values):
-            ax.plot(rounds, values, marker="o", label=label)
-    ax.set_xlabel("round")
-    ax.set_xticks(rounds)
+        points = [(x, v) for x, v in zip(steps, values, strict=True) if v is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set_xlabel("step" if any("step" in r for r in summary) else "round")
+    ax.set_xticks(steps)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -40,6 +40,7 @@ BUILTIN = (
     "pairs",
     "label",
     "align",
+    "optimize",
     "credit",
     "report",
     "view",

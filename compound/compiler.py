@@ -67,6 +67,7 @@ def check(program: Program, limits: Limits = DEFAULT) -> tuple[ir.System, tuple[
         name=program.name.text,
         file=program.file,
         consts=lowered.consts,
+        params=lowered.params,
         components=lowered.components,
         plates=lowered.plates,
         nodes=nodes,

@@ -17,6 +17,7 @@ from compound.diagnostics import error
 from compound.samples.run import sample_inputs
 from compound.scorers import Scorer
 from compound.seeds import splitmix
+from compound.text import Text
 
 #: The seed stream of held-out evaluation: the same draws for every system evaluated.
 EVAL_STREAM = 7_777
@@ -35,6 +36,7 @@ def evaluate(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     trust_remote_code: bool = False,
     quiet: bool = True,
+    text: Text | None = None,
 ) -> dict[str, float]:
     """Each held-out sample's score (by sample id) of `system` (with `weights`), drawn from the
     evaluation stream of `seed`; the samples stay in `folder` and are read back when already there."""
@@ -52,6 +54,7 @@ def evaluate(
             quiet=quiet,
             trust_remote_code=trust_remote_code,
             options=options,
+            text=text,
         )
     found = saved.read(folder)
     unscored = [s.id for s in found if s.score is None]

@@ -11,18 +11,38 @@ diffusers' beside the base pipeline for a painter (`pipe.load_lora_weights(DIR/p
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from compound.diagnostics import error
 from compound.io import atomic_folder, atomic_write, damaged, write_checksums
 from compound.loader import load, lora_options
-from compound.run_folder import EXPORTED, RUN_FILE, TrainRun
+from compound.model_folders import with_folders
+from compound.run_folder import EXPORTED, RUN_FILE, OptimizeRun, TrainRun, read_object
+from compound.text import TEXT_FILE, Text
+from compound.text import read as read_text
+from compound.text import write as write_text
 
 
 def export(
     run: str | Path, out: str | Path, adapter: bool = False, trust_remote_code: bool = False
 ) -> list[Path]:
-    """Export every component the run trained; return the folders written."""
+    """Export every component the run trained, and a system with optimized text as its `.cmp` file
+    (OUT/NAME.cmp: the params' optimized values, the trained components' exported folders) with its
+    demonstrations beside it (OUT/text.json); return what was written."""
+    optimized = OptimizeRun(Path(run))
+    if optimized.exists():
+        settings = read_object(optimized.settings_file, "the run's settings")
+        if not (optimized.final / TEXT_FILE).is_file():
+            raise error("config", f"{run} has not finished: no {optimized.final / TEXT_FILE}")
+        problem = damaged(optimized.final)
+        if problem is not None:
+            raise error("config", f"the text in {optimized.final} is damaged: {problem}")
+        weights = settings.get("weights")  # the trained weights the text was optimized with go along
+        found = export(Path(str(weights)).parent, out, adapter, trust_remote_code) if weights else []
+        folders = {p.name: p for p in found if p.is_dir()}
+        text = read_text(optimized.final / TEXT_FILE)
+        return [*folders.values(), *_text(Path(str(settings["system"])), text, Path(out), folders)]
     trained = TrainRun(Path(run))
     if not trained.finished():
         raise error("config", f"{run} has no final weights ({trained.final / RUN_FILE})")
@@ -38,7 +58,17 @@ def export(
         path = Path(out) / name
         system.backend(name).export(path, merge=not adapter)
         written.append(path)
+    if (trained.final / TEXT_FILE).is_file():
+        folders = {name: Path(out) / name for name in meta.trained}
+        written += _text(Path(meta.system), system.text, Path(out), folders)
     return written
+
+
+def _text(system: Path, text: Text, out: Path, folders: Mapping[str, Path]) -> list[Path]:
+    """OUT/NAME.cmp with the text's params (and the given components' folders), OUT/text.json with its
+    demonstrations (a `.cmp` file holds no demonstrations: `CompiledSystem.set_text` takes them)."""
+    cmp = atomic_write(out / system.name, with_folders(system, folders, text.params))
+    return [cmp, write_text(out / TEXT_FILE, text)]
 
 
 def export_once(run: str | Path, target: Path, trust_remote_code: bool = False) -> dict[str, Path]:

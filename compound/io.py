@@ -54,6 +54,25 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
     return atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
+def append_jsonl(path: str | Path, value: Any) -> None:
+    """Append one JSON line, flushed: a log a crash may cut short by its last line only
+    (`mend_jsonl` drops such a line before a resumed run appends again)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(value, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def mend_jsonl(path: str | Path) -> None:
+    """Drop a last line a crash left without its newline, so that the next append starts a line."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        atomic_write(path, data[: data.rfind(b"\n") + 1])
+
+
 def write_json(path: str | Path, value: Any) -> Path:
     """`value` as indented JSON, atomically (values JSON cannot hold are written as strings)."""
     return atomic_write(path, json.dumps(value, indent=2, default=str))

@@ -54,6 +54,31 @@ class Const(Frozen):
     span: Span
 
 
+class ParamUse(Frozen):
+    """Where a param's text goes: an option of a component, or of a declaration (every plate member)."""
+
+    kind: Literal["component", "node"]
+    owner: str
+    option: str
+
+
+class Param(Frozen):
+    """A text parameter (`param NAME = "..."`): text an optimizer may change, its value substituted at
+    each of its `uses` (the checked system holds its current value there)."""
+
+    name: str
+    value: str
+    span: Span
+    uses: tuple[ParamUse, ...] = ()
+
+
+class Demo(Frozen):
+    """A demonstration a node sees before its own prompt: an earlier run's prompt and output of it."""
+
+    prompt: str
+    output: str
+
+
 class Component(Frozen):
     """A model, declared once and shared by every node that calls it."""
 
@@ -124,10 +149,13 @@ class _Call(_Named):
 
 
 class SampleNode(_Call):
-    """A node sampled from a component (`plan : text ~ writer(request)`): one factor of the likelihood."""
+    """A node sampled from a component (`plan : text ~ writer(request)`): one factor of the likelihood.
+    `demos`: the demonstrations an optimizer gave it (at most its `demos=` option), shown before its
+    prompt."""
 
     kind: Literal["sample"] = "sample"
     component: str
+    demos: tuple[Demo, ...] = ()
 
 
 class ComputeNode(_Call):
@@ -149,6 +177,9 @@ class Factor(Frozen):
     weight: float = 1.0
     #: The factor's own DPO beta (its node's `beta=`, else its component's), None: the run's.
     beta: float | None = None
+    #: The params whose text the factor's conditioning reads (its node's, its component's, or a computed
+    #: node's on the way to it).
+    params: tuple[str, ...] = ()
 
 
 class System(Frozen):
@@ -157,6 +188,7 @@ class System(Frozen):
     name: str
     file: str
     consts: tuple[Const, ...] = ()
+    params: tuple[Param, ...] = ()
     components: tuple[Component, ...] = ()
     plates: tuple[Plate, ...] = ()
     nodes: tuple[Node, ...]

@@ -13,6 +13,8 @@ from compound.diagnostics import error
 from compound.io import CHECKSUMS, damaged
 from compound.limits import DEFAULT, Limits
 from compound.system import CompiledSystem
+from compound.text import TEXT_FILE, Text
+from compound.text import read as read_text
 
 
 def load(
@@ -22,8 +24,10 @@ def load(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     trust_remote_code: bool = False,
     limits: Limits = DEFAULT,
+    text: Text | None = None,
 ) -> CompiledSystem:
-    """Compile a `.cmp` file and load its components with `from_pretrained`.
+    """Compile a `.cmp` file and load its components with `from_pretrained`; `text` (params' values and
+    demonstrations, `compound.text`) replaces the file's and the weights folder's.
 
     Model folders are relative to the `.cmp` file. `weights` is a folder written
     by `save_pretrained` (one subfolder per component; components without one
@@ -55,6 +59,8 @@ def load(
     loaded = CompiledSystem(system, components)
     if weights is not None:
         load_weights(loaded, weights)
+    if text is not None:
+        loaded.set_text(text)
     return loaded
 
 
@@ -65,12 +71,15 @@ def lora_options(lora: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, A
 
 def load_weights(system: CompiledSystem, weights: str | Path) -> None:
     """Put trained weights (a folder written by `save_pretrained`: one subfolder per component) into the
-    system's policy; components without a subfolder keep theirs, and every reference stays as it is."""
+    system's policy; components without a subfolder keep theirs, and every reference stays as it is. A
+    `text.json` in the folder (`compound.text`) sets the params and demonstrations trained with them."""
     trained = Path(weights)
     _check_weights(trained)
     for name, backend in system.backends.items():
         if (trained / name).is_dir():
             backend.load_weights(trained / name)
+    if (trained / TEXT_FILE).is_file():  # the params and demonstrations the run optimized with them
+        system.set_text(read_text(trained / TEXT_FILE))
 
 
 def _check_weights(trained: Path) -> None:

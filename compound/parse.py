@@ -88,6 +88,15 @@ class ConstDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class ParamDecl:
+    """`param NAME = "text"`: text an optimizer may change, used as a const is."""
+
+    name: Name
+    value: Literal
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class InputDecl:
     name: Name
     type: Name
@@ -112,7 +121,7 @@ class OutputDecl:
     span: Span
 
 
-Statement = ComponentDecl | ConstDecl | InputDecl | NodeDecl | OutputDecl
+Statement = ComponentDecl | ConstDecl | ParamDecl | InputDecl | NodeDecl | OutputDecl
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +136,7 @@ class Program:
 
 # ---------------------------------------------------------------- reading
 
-KEYWORDS = ("system", "component", "const", "input", "output", "true", "false")
+KEYWORDS = ("system", "component", "const", "param", "input", "output", "true", "false")
 
 _WORDS = {
     "NAME": "a name",
@@ -147,7 +156,7 @@ _WORDS = {
     **{k.upper(): f"'{k}'" for k in KEYWORDS},
 }
 _OPEN = {"_LPAR", "_LSQB"}
-_STATEMENT_KEYWORDS = {f"_{k.upper()}" for k in KEYWORDS[:5]}
+_STATEMENT_KEYWORDS = {f"_{k.upper()}" for k in KEYWORDS[:6]}
 _CLOSE = {"_RPAR": "_LPAR", "_RSQB": "_LSQB"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
@@ -325,7 +334,7 @@ class _Reader:
             got = _describe(token)
             message = f"unexpected {got}; expected {listed}"
         first = chunk[0]
-        keyword = suggest(first.value, KEYWORDS[:5]) if first.type == "NAME" and token is not first else None
+        keyword = suggest(first.value, KEYWORDS[:6]) if first.type == "NAME" and token is not first else None
         if keyword:
             message += f"; did you mean '{keyword}' instead of '{first.value}'?"
         self.error("syntax", message, token)
@@ -414,6 +423,9 @@ class _Build(Transformer[Token, "SystemDecl | Statement"]):
 
     def const(self, meta: Meta, name: Token, _eq: Token, value: Literal) -> ConstDecl:
         return ConstDecl(self._name(name), value, self._span(meta))
+
+    def param(self, meta: Meta, name: Token, _eq: Token, value: Literal) -> ParamDecl:
+        return ParamDecl(self._name(name), value, self._span(meta))
 
     def input(self, meta: Meta, name: Token, type_: Token) -> InputDecl:
         return InputDecl(self._name(name), self._name(type_), self._span(meta))

@@ -263,6 +263,40 @@ class AlignRun:
         return [r for r in self.rounds() if r.train.finished()]
 
 
+@dataclass(frozen=True)
+class OptimizeRun:
+    """A `compound optimize` run folder (its layout: `compound.optimize`)."""
+
+    path: Path
+
+    @property
+    def settings_file(self) -> Path:
+        return self.path / "optimize.json"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.path / "evaluations.jsonl"
+
+    @property
+    def reflections(self) -> Path:
+        return self.path / "reflections.jsonl"
+
+    @property
+    def candidates(self) -> Path:
+        return self.path / "candidates.jsonl"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    def exists(self) -> bool:
+        return self.settings_file.is_file()
+
+
 def latest(rounds: list[Round]) -> dict[str, Path]:
     """Each component's latest export over `rounds` (in order)."""
     found: dict[str, Path] = {}

@@ -28,6 +28,7 @@ from compound.interpret.score import check_pairs, draw_seeds, score
 from compound.interpret.trace import RunTrace, trace
 from compound.io import atomic_folder
 from compound.reference import ReferenceCache
+from compound.text import Text, bind, current
 from compound.types import Assignment, LogRatio, Row, Scores, Sides, merge
 from compound.values import missing, row_error
 
@@ -174,13 +175,33 @@ class CompiledSystem(nn.Module):
         generator: torch.Generator | None = None,
         seeds: torch.Tensor | None = None,
         reference: bool = True,
+        scores: bool = True,
     ) -> list[RunTrace]:
         """Every node of each complete row (a sampled one, say): its parents' values, its prompt, its
         value, and each factor's policy and reference scores and weighted log ratio
-        (`compound.interpret.trace`); `seeds` ([rows, factors]) replaces the draws from `generator`."""
+        (`compound.interpret.trace`; `scores=False`: no model runs, the rest only); `seeds` ([rows,
+        factors]) replaces the draws from `generator`."""
         if seeds is None:
             seeds = draw_seeds(len(rows), len(self.system.factors), generator)
-        return trace(self.system, self.backends, rows, seeds, reference)
+        return trace(self.system, self.backends, rows, seeds, reference, scores=scores)
+
+    # ------------------------------------------------------------ text parameters
+
+    @property
+    def text(self) -> Text:
+        """The params' values and the nodes' demonstrations the system runs with now."""
+        return current(self.system)
+
+    def set_text(self, text: Text) -> None:
+        """Run with `text` (`compound.text.bind`): params not in it keep their value, nodes not in its
+        demonstrations keep theirs; the weights do not change."""
+        self.system = bind(self.system, text)
+        for p in self.system.params:
+            for use in p.uses:
+                if use.kind == "component":
+                    backend = self.backend(use.owner)
+                    options = {**backend.component.options, use.option: p.value}
+                    backend.component = backend.component.model_copy(update={"options": options})
 
     # ------------------------------------------------------------ the cached reference
 

@@ -3,9 +3,11 @@
 Inputs are parallelograms (observed data), sampled nodes ellipses labelled
 with their component (random variables: one factor each), computed nodes
 rectangles labelled with their function (deterministic); outputs have a double
-border; plates are boxes around their members. The factorization is the
-caption. Rendering needs Graphviz's `dot` binary; without it the `.dot`
-source is still written.
+border; plates are boxes around their members; params (text parameters) are
+notes, with a dotted edge to each node or component use they enter (a
+component's: every node it draws). The factorization is the caption.
+Rendering needs Graphviz's `dot` binary; without it the `.dot` source is still
+written.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ _STYLE = {
     "input": {"shape": "parallelogram", "style": "filled", "fillcolor": "#e6e6e6"},
     "sample": {"shape": "ellipse", "style": "filled", "fillcolor": "#dbe9f6"},
     "compute": {"shape": "box", "style": "filled", "fillcolor": "#fdf1d6"},
+    "param": {"shape": "note", "style": "filled", "fillcolor": "#eaf6e3", "fontsize": "10"},
 }
+#: Characters of a param's text shown in its note.
+PARAM_TEXT = 40
 INSTALL_HINT = (
     "install Graphviz to render it (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; "
     "conda: conda install graphviz)"
@@ -84,6 +89,19 @@ def draw(system: ir.System) -> graphviz.Digraph:
     for node in system.nodes:
         for parent in node.parents:
             graph.edge(parent, node.name)
+    for param in system.params:
+        text = param.value if len(param.value) <= PARAM_TEXT else param.value[: PARAM_TEXT - 1] + "…"
+        shown = text.replace("\\", "\\\\").replace("\n", "\\n")
+        graph.node(f"{param.name} (param)", f'{param.name}\\n"{shown}"', **_STYLE["param"])
+        for use in param.uses:
+            targets = [
+                n.name
+                for n in system.nodes
+                if (use.kind == "node" and n.base == use.owner)
+                or (use.kind == "component" and isinstance(n, ir.SampleNode) and n.component == use.owner)
+            ]
+            for target in targets:
+                graph.edge(f"{param.name} (param)", target, style="dotted", label=use.option, fontsize="9")
     graph.attr(label=caption(system))
     return graph
 

@@ -28,7 +28,7 @@ STAGES = [
     {"compound.check", "compound.check.declare", "compound.check.bind", "compound.check.calls"},
     {"compound.check.lower", "compound.check.graph", "compound.factorize"},
     {"compound.compiler", "compound", "compound.viz", "compound.console"},
-    {"compound.values", "compound.model_folders"},
+    {"compound.values", "compound.model_folders", "compound.text"},
     {"compound.backends.base", "compound.backends.decoding", "compound.testing.denoiser"},
     {
         "compound.backends.loading",
@@ -60,7 +60,10 @@ STAGES = [
     {"compound.samples", "compound.samples.pairing", "compound.samples.contact"},
     {"compound.samples.run"},
     {"compound.evaluation"},
-    {"compound.align", "compound.label"},
+    {"compound.label", "compound.optimize.reflection", "compound.optimize.evaluate"},
+    {"compound.optimize.gepa", "compound.optimize.bootstrap"},
+    {"compound.optimize"},
+    {"compound.align"},
     {"compound.credit", "compound.view"},
     {
         "compound.commands",
@@ -76,6 +79,7 @@ STAGES = [
         "compound.commands.export",
         "compound.commands.view",
         "compound.commands.label",
+        "compound.commands.optimize",
     },
     {"compound.cli", "compound.__main__"},
 ]

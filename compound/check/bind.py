@@ -13,7 +13,7 @@ from typing import Literal as TypingLiteral
 from compound import ir
 from compound.check.declare import INDEX, Scope, describe, expanded
 from compound.diagnostics import Note, Report
-from compound.parse import CallExpr, ConstDecl, Expr, InputDecl, Literal, Name, NodeDecl, Ref
+from compound.parse import CallExpr, ConstDecl, Expr, InputDecl, Literal, Name, NodeDecl, ParamDecl, Ref
 
 Mode = TypingLiteral["single", "whole", "matching", "fixed", "index", "literal"]
 
@@ -75,7 +75,7 @@ def bind(expr: Expr, size: int | None, scope: Scope, report: Report) -> Binding 
         report.error(
             "not-a-node",
             f"'{text}' is {describe(decl)}, not a node"
-            + (f"; use it as template={text}" if isinstance(decl, ConstDecl) else ""),
+            + (f"; use it as template={text}" if isinstance(decl, ConstDecl | ParamDecl) else ""),
             ref.span,
         )
         return None

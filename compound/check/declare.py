@@ -15,12 +15,13 @@ from compound.parse import (
     Literal,
     Name,
     NodeDecl,
+    ParamDecl,
     Program,
 )
 
 #: The plate index, usable inside a plate declaration as `x[i]`.
 INDEX = "i"
-Decl = ComponentDecl | ConstDecl | InputDecl | NodeDecl
+Decl = ComponentDecl | ConstDecl | ParamDecl | InputDecl | NodeDecl
 
 
 @dataclass
@@ -76,7 +77,8 @@ def expanded(name: str, size: int | None) -> tuple[str, ...]:
 
 def noun(decl: Decl) -> str:
     """What a declaration declares, in a word."""
-    return {ComponentDecl: "component", ConstDecl: "const", InputDecl: "input"}.get(type(decl), "node")
+    names = {ComponentDecl: "component", ConstDecl: "const", ParamDecl: "param", InputDecl: "input"}
+    return names.get(type(decl), "node")
 
 
 def describe(decl: Decl) -> str:

@@ -12,7 +12,7 @@ import networkx as nx
 from compound import ir
 from compound.check.declare import Scope, noun
 from compound.diagnostics import Note, Report
-from compound.parse import ComponentDecl, ConstDecl
+from compound.parse import ComponentDecl, ConstDecl, ParamDecl
 
 
 def order(nodes: tuple[ir.Node, ...], outputs: tuple[str, ...], report: Report) -> tuple[ir.Node, ...]:
@@ -58,9 +58,9 @@ def _reach(graph: nx.DiGraph, sources: Iterable[str], step: Callable[[str], Iter
 
 
 def unused_declarations(scope: Scope, report: Report) -> None:
-    """Warn about components and consts that no node uses."""
+    """Warn about components, consts and params that no node uses."""
     for name, decl in scope.decls.items():
-        if isinstance(decl, ConstDecl | ComponentDecl) and name not in scope.used:
+        if isinstance(decl, ConstDecl | ParamDecl | ComponentDecl) and name not in scope.used:
             report.warn("unused", f"{noun(decl)} '{name}' is never used", decl.name.span)
 
 

@@ -35,8 +35,16 @@ from compound.parse import (
     Name,
     NodeDecl,
     OutputDecl,
+    ParamDecl,
     Program,
 )
+
+
+class ParamText(str):
+    """A param's text in an option while lowering: text like a const's, that remembers its param (the
+    checked IR holds plain text and each param's uses)."""
+
+    param: str
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Lowered:
     """A program's IR pieces, nodes in source order (pass 3 orders them)."""
 
     consts: tuple[ir.Const, ...]
+    params: tuple[ir.Param, ...]
     components: tuple[ir.Component, ...]
     plates: tuple[ir.Plate, ...]
     nodes: tuple[ir.Node, ...]
@@ -77,8 +86,9 @@ def lower(program: Program, scope: Scope, report: Report, limits: Limits = DEFAU
         for s in statements
         if isinstance(s, ConstDecl)
     )
+    uses: dict[str, list[ir.ParamUse]] = {}
     components = tuple(
-        c for s in statements if isinstance(s, ComponentDecl) if (c := _component(s, scope, report))
+        c for s in statements if isinstance(s, ComponentDecl) if (c := _component(s, scope, report, uses))
     )
     nodes: list[ir.Node] = []
     plates: list[ir.Plate] = []
@@ -87,14 +97,35 @@ def lower(program: Program, scope: Scope, report: Report, limits: Limits = DEFAU
             budget.spend(1, 0)
             nodes.append(_input(s, report))
         elif isinstance(s, NodeDecl):
-            nodes += _node(s, scope, report, budget)
+            nodes += _node(s, scope, report, budget, uses)
             size = scope.sizes.get(s.name.text)
             if size is not None:
                 plates.append(
                     ir.Plate(name=s.name.text, size=size, nodes=expanded(s.name.text, size), span=s.span)
                 )
     outputs = _outputs(program, [s for s in statements if isinstance(s, OutputDecl)], scope, report)
-    return Lowered(consts, components, tuple(plates), tuple(nodes), outputs)
+    params = tuple(
+        ir.Param(
+            name=s.name.text, value=str(s.value.value), span=s.span, uses=tuple(uses.get(s.name.text, ()))
+        )
+        for s in statements
+        if isinstance(s, ParamDecl)
+    )
+    return Lowered(consts, params, components, tuple(plates), tuple(nodes), outputs)
+
+
+def _record(
+    uses: dict[str, list[ir.ParamUse]], kind: str, owner: str, options: dict[str, ir.Value]
+) -> dict[str, ir.Value]:
+    """The params among an owner's options, as its uses; the options with their text as plain text."""
+    plain: dict[str, ir.Value] = {}
+    for key, value in options.items():
+        if isinstance(value, ParamText):
+            found = ir.ParamUse(kind="component" if kind == "component" else "node", owner=owner, option=key)
+            uses.setdefault(value.param, []).append(found)
+            value = str(value)
+        plain[key] = value
+    return plain
 
 
 # ---------------------------------------------------------------- declarations
@@ -110,7 +141,9 @@ def _type(name: Name, report: Report) -> ir.Type | None:
     return None
 
 
-def _component(decl: ComponentDecl, scope: Scope, report: Report) -> ir.Component | None:
+def _component(
+    decl: ComponentDecl, scope: Scope, report: Report, uses: dict[str, list[ir.ParamUse]]
+) -> ir.Component | None:
     call = decl.call
     name = call.callee.text
     spec = kind(name)
@@ -120,6 +153,14 @@ def _component(decl: ComponentDecl, scope: Scope, report: Report) -> ir.Componen
             "unknown-kind", "component kind", name, call.callee.span, every, f"kinds: {', '.join(every)}"
         )
     path = _value(call.args[0], scope, report) if call.args else None
+    if isinstance(path, ParamText):
+        report.error(
+            "param-use",
+            f"'{path.param}' is a param, text an optimizer changes; a model's path is not: give it as a "
+            "string or a const",
+            call.args[0].span,
+        )
+        return None
     if not isinstance(path, str):
         report.error(
             "component-path",
@@ -161,6 +202,7 @@ def _component(decl: ComponentDecl, scope: Scope, report: Report) -> ir.Componen
                 report.error("option-type", wrong, value_span)
     if report.failed or not isinstance(path, str):
         return None
+    options = _record(uses, "component", decl.name.text, options)
     return ir.Component(name=decl.name.text, kind=name, path=path, options=options, span=decl.span)
 
 
@@ -182,14 +224,27 @@ def _value(expr: Expr, scope: Scope, report: Report) -> ir.Value | None:
         return expr.value
     if isinstance(expr, CallExpr):
         args = tuple(v for a in expr.args if (v := _value(a, scope, report)) is not None)
-        return ir.Call(name=expr.callee.text, args=args, options=_options(expr, scope, report))
+        options = _options(expr, scope, report)
+        nested = [v for v in (*args, *options.values()) if isinstance(v, ParamText)]
+        if nested:
+            report.error(
+                "param-use",
+                f"'{nested[0].param}' is a param: it goes in an option of a component or a node "
+                f"(template=, system_prompt=, ...), not inside {expr.callee.text}(...)",
+                expr.span,
+            )
+        return ir.Call(name=expr.callee.text, args=args, options=options)
     decl = scope.resolve(expr.name, report)
     if isinstance(decl, ConstDecl) and expr.index is None:
         return str(decl.value.value)
+    if isinstance(decl, ParamDecl) and expr.index is None:
+        text = ParamText(str(decl.value.value))
+        text.param = decl.name.text
+        return text
     if decl is not None:
         report.error(
             "option-value",
-            f"an option takes a literal, a const or a call; '{expr.name.text}' is "
+            f"an option takes a literal, a const, a param or a call; '{expr.name.text}' is "
             f"{describe(decl)} (pass nodes as positional arguments)",
             expr.span,
         )
@@ -204,7 +259,9 @@ def _input(decl: InputDecl, report: Report) -> ir.InputNode:
 # ---------------------------------------------------------------- generated nodes
 
 
-def _node(decl: NodeDecl, scope: Scope, report: Report, budget: _Budget) -> list[ir.Node]:
+def _node(
+    decl: NodeDecl, scope: Scope, report: Report, budget: _Budget, uses: dict[str, list[ir.ParamUse]]
+) -> list[ir.Node]:
     name = decl.name.text
     if scope.decls.get(name) is not decl:  # a duplicate, already reported
         return []
@@ -222,6 +279,7 @@ def _node(decl: NodeDecl, scope: Scope, report: Report, budget: _Budget) -> list
         check_template(decl, template, resolved, report, budget.limits.template_fields)
     if report.failed:
         return []
+    options = _record(uses, "node", name, options)
     links = sum(1 if b.mode == "matching" else len(b.nodes) for b in resolved)
     passed = budget.spend(size or 1, (size or 1) * links)
     if passed is not None:

@@ -86,6 +86,19 @@ def command(
     node_beta: NodeBeta = None,
     auto_beta: AutoBeta = False,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps of a round.")] = None,
+    text: Annotated[
+        str | None, typer.Option(help="Optimize the text too, in text steps: gepa or bootstrap.")
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="The steps, p text and w a round: 'p w p' (default with --text: p, the rounds, p)."
+        ),
+    ] = None,
+    text_budget: Annotated[int | None, typer.Option(help="Each text step's budget (as optimize's).")] = None,
+    reflection: Annotated[
+        str | None, typer.Option(help="gepa text steps: the reflection LM: a component, a folder, a .gguf.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Finish the run in --out where it stopped.")] = False,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
@@ -109,6 +122,7 @@ def command(
             "min_chosen": min_chosen,
             "reference": reference,
             "seed": seed,
+            "schedule": schedule,
         },
         training(
             lr_for=lr_for,
@@ -127,6 +141,7 @@ def command(
         ),
         {"max_new_tokens": max_new_tokens, "temperature": temperature, "steps": denoising_steps},
         scorer_options(option),
+        {"optimizer": text, "budget": text_budget, "reflection": reflection},
     )
     summary = align(settings, out, resume=resume, trust_remote_code=trust_remote_code)
     last = summary[-1]

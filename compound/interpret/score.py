@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from compound import ir
-from compound.backends.base import Backend
+from compound.backends.base import Backend, node_options
 from compound.diagnostics import error
 from compound.interpret import Handler, Runs, Site, interpret
 from compound.interpret.given import Given
@@ -78,9 +78,8 @@ class Score(Handler):
             if node.component in self.frozen:
                 continue
             backend, f = self.backends[node.component], self.factor[node.name]
-            items = [
-                backend.prepare(condition(node, values), values[node.name], node.options) for values in runs
-            ]
+            options = node_options(node)
+            items = [backend.prepare(condition(node, values), values[node.name], options) for values in runs]
             self.items[node.name] = items
             self.draws[node.name] = [
                 backend.draws(int(self.seeds[j, f]), item) for j, item in enumerate(items)

@@ -88,22 +88,26 @@ def trace(
     seeds: torch.Tensor,
     reference: bool = True,
     frozen: Collection[str] = (),
+    scores: bool = True,
 ) -> list[RunTrace]:
     """Every node of each complete row, with each factor's scores (the draws from `seeds[j]`, [rows,
-    factors]: a pair's rows take their pair's seeds, as `log_ratio` does)."""
+    factors]: a pair's rows take their pair's seeds, as `log_ratio` does); `scores=False`: what each
+    node read and gave only, no model run."""
     scoring = Score(
         system, backends, seeds, frozen, inner=Given(system, rows, [f"row {j}" for j in range(len(rows))])
     )
-    traced = Trace(scoring)
+    traced = Trace(scoring if scores else scoring.inner)
     interpret(system, traced, [{} for _ in rows])
+    if not scores:
+        return traced.records
     with torch.no_grad():
         policy, ref, _ = scoring.result(len(rows), reference)
     weights = {f.node: f.weight for f in system.factors}
     for j, record in enumerate(traced.records):
-        for node, scores in policy.items():
+        for node, values in policy.items():
             entry = record[node]
-            entry.score = float(scores[j])
+            entry.score = float(values[j])
             if node in ref:
                 entry.reference = float(ref[node][j])
-                entry.log_ratio = float(weights[node] * (scores[j] - ref[node][j]))
+                entry.log_ratio = float(weights[node] * (values[j] - ref[node][j]))
     return traced.records

@@ -21,6 +21,7 @@ from compound.samples.contact import contact_sheet
 from compound.scorers import Scorer
 from compound.scorers import scorer as find_scorer
 from compound.seeds import splitmix
+from compound.text import Text
 
 
 def sample_inputs(
@@ -37,6 +38,7 @@ def sample_inputs(
     quiet: bool = False,
     trust_remote_code: bool = False,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    text: Text | None = None,
 ) -> Path | None:
     """Sample n rows per input; with `best`, keep each input's best by `scorer` (a scorer, or a name and
     options to make one). Returns samples.jsonl's path (None on processes other than the main one)."""
@@ -46,7 +48,9 @@ def sample_inputs(
     state = PartialState(cpu=not accelerated())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load(system_path, weights=weights, options=options, trust_remote_code=trust_remote_code)
+    model = load(
+        system_path, weights=weights, options=options, trust_remote_code=trust_remote_code, text=text
+    )
     model = model.to(state.device)
     score = find_scorer(scorer[0], **scorer[1]) if isinstance(scorer, tuple) else scorer
     starts = list(range(0, len(inputs), batch))[state.process_index :: state.num_processes]

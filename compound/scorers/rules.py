@@ -158,6 +158,13 @@ class ExactMatch:
             raise KeyError(f"exact_match reads '{self.field}', which the row does not have ({_keys(row)})")
         return float(str(row[self.field]).strip().casefold() == str(row[self.answer]).strip().casefold())
 
+    def feedback(self, row: Mapping[str, Any]) -> str:
+        """What an optimizer's reflection reads of a row: right, or what was expected."""
+        given, expected = str(row[self.field]).strip(), str(row[self.answer]).strip()
+        if self(row):
+            return f"right: {self.field} is {given!r}"
+        return f"wrong: {self.field} is {given!r}, the answer is {expected!r}"
+
 
 def _keys(row: Mapping[str, Any]) -> str:
     """What a row holds, for a message."""

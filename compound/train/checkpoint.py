@@ -3,7 +3,7 @@
     RUN/config.json               the run's settings
     RUN/metrics.jsonl             one line of metrics per step
     RUN/checkpoints/step-NNNNNN/  trained components, optimizer, scheduler, state, candidates per process
-    RUN/final/                    each trained component's weights (or LoRA adapter) and compound.json
+    RUN/final/                    each trained component's weights (or LoRA adapter), compound.json, text.json
 
 A checkpoint is written to a temporary folder and renamed into place once every
 process has written its part, so a crash never leaves half a checkpoint; only
@@ -26,6 +26,8 @@ from compound.diagnostics import error
 from compound.io import atomic_folder, damaged, read_jsonl, write_checksums, write_json, write_jsonl
 from compound.run_folder import RUN_FILE, TrainRun
 from compound.system import CompiledSystem
+from compound.text import TEXT_FILE, room
+from compound.text import write as write_text
 
 STATE = "state.json"
 
@@ -171,6 +173,8 @@ class Checkpointer:
             with self._writing("the final weights", None), atomic_folder(final) as tmp:
                 model.save_pretrained(tmp, only=trained)
                 write_json(tmp / RUN_FILE, dict(meta))
+                if model.system.params or room(model.system):  # the text the weights were trained with
+                    write_text(tmp / TEXT_FILE, model.text)
                 write_checksums(tmp)
         self.acc.wait_for_everyone()
         return final

@@ -35,6 +35,7 @@ from compound.progress import Mode, Progress
 from compound.reference import ReferenceCache
 from compound.run_folder import TrainRun, locked
 from compound.system import CompiledSystem
+from compound.text import Text
 from compound.train.betas import auto_betas, by_node, given_betas
 from compound.train.candidates import CandidateStore
 from compound.train.checkpoint import Checkpointer, MetricsLog
@@ -80,7 +81,8 @@ class Trainer:
     trainer = compound.Trainer("storyboard.cmp", data="prefs.jsonl", out="runs/x", beta=0.1, steps=200)
 
     `weights` (a RUN/final folder) starts the policy from trained weights; the reference stays the
-    base model the `.cmp` file names (online rounds: `compound.align`).
+    base model the `.cmp` file names (online rounds: `compound.align`). `text` (params' values and
+    demonstrations) is the text the system runs with; RUN/final/text.json keeps it beside the weights.
     trainer.train()
     trainer.evaluate(held_out_pairs)
     """
@@ -94,6 +96,7 @@ class Trainer:
         eval_data: str | Path | None = None,
         trust_remote_code: bool = False,
         weights: str | Path | None = None,
+        text: Text | None = None,
         **overrides: Any,
     ):
         from accelerate import Accelerator
@@ -115,6 +118,7 @@ class Trainer:
             reference=cfg.reference,
             options=lora_options(cfg.lora),
             trust_remote_code=trust_remote_code,
+            text=text,
         )
         names = list(self.system.components)
         nodes = {f.node for f in self.system.system.factors}
@@ -168,6 +172,8 @@ class Trainer:
         self.cache = self._reference_cache()  # of the base models: before `weights` move the policy
         if weights is not None:
             load_weights(self.system, weights)
+            if text is not None:  # the text given wins over the one the weights were trained with
+                self.system.set_text(text)
         self.node_weights = by_node(cfg.node_weights, bases)
         self.node_betas = given_betas(ir_system, by_node(cfg.node_betas, bases))
         if cfg.auto_beta:
