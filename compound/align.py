@@ -98,6 +98,11 @@ class AlignConfig(BaseModel):
         description="sampling options, to every component that knows them: the [decoding] table "
         "(max_new_tokens, temperature, steps, ...), or --max-new-tokens, --temperature, --denoising-steps",
     )
+    eval_decoding: dict[str, Any] | None = Field(
+        None,
+        description="the held-out samples' options in place of decoding's ({do_sample = false}: greedy, "
+        "one sample per input); default: decoding's",
+    )
     train: TrainConfig = Field(
         TrainConfig(), description="the training settings of every round (the [train] table)"
     )
@@ -381,7 +386,7 @@ class _Run:
             cfg.seed,
             samples=cfg.eval_samples,
             batch=cfg.batch,
-            decoding=cfg.decoding,
+            decoding=cfg.decoding if cfg.eval_decoding is None else cfg.eval_decoding,
             weights=weights,
             options=self.options,
             trust_remote_code=self.trust,

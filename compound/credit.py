@@ -58,9 +58,11 @@ def trained_folders(
     if aligned.exists():
         config = validated(AlignConfig, aligned.settings())
         rounds = aligned.trained()
+        settings: dict[str, Any] = config.model_dump(mode="json")
+        if not rounds and (run / TEXT_FILE).is_file():  # no round found pairs: the text alone
+            return Path(config.system), {}, settings
         if not rounds:
             raise error("config", f"{run}: no round has trained yet")
-        settings: dict[str, Any] = config.model_dump(mode="json")
         if config.reference == "round":  # every round's export: the latest of each component
             for r in rounds:
                 export_once(r.train.path, r.export, trust_remote_code)
@@ -122,7 +124,9 @@ def credit(
             settings.get("seed", 0),
             samples=eval_samples or settings.get("eval_samples", 1),
             batch=settings.get("batch", 8),
-            decoding=settings.get("decoding", {}),
+            decoding=settings.get("decoding", {})
+            if settings.get("eval_decoding") is None
+            else settings["eval_decoding"],
             trust_remote_code=trust_remote_code,
             text=given,
         )

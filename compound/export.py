@@ -1,4 +1,9 @@
-"""`compound export RUN --out DIR`: each trained component as an ordinary Hugging Face folder.
+"""`compound export RUN --out DIR`: each trained component as an ordinary Hugging Face folder, and a
+system whose text was optimized as its `.cmp` file.
+
+RUN is a `compound train` run, a `compound align` run (its last trained round,
+with its last text) or a `compound optimize` run (its text, with the weights it
+ran with).
 
 A causal LM becomes a transformers folder (`AutoModelForCausalLM.from_pretrained`);
 a diffusion component becomes its pipeline folder with the trained denoiser as
@@ -18,7 +23,7 @@ from compound.diagnostics import error
 from compound.io import atomic_folder, atomic_write, damaged, write_checksums
 from compound.loader import load, lora_options
 from compound.model_folders import with_folders
-from compound.run_folder import EXPORTED, RUN_FILE, OptimizeRun, TrainRun, read_object
+from compound.run_folder import EXPORTED, RUN_FILE, AlignRun, OptimizeRun, TrainRun, read_object
 from compound.text import TEXT_FILE, Text
 from compound.text import read as read_text
 from compound.text import write as write_text
@@ -43,6 +48,18 @@ def export(
         folders = {p.name: p for p in found if p.is_dir()}
         text = read_text(optimized.final / TEXT_FILE)
         return [*folders.values(), *_text(Path(str(settings["system"])), text, Path(out), folders)]
+    aligned = AlignRun(Path(run))
+    if aligned.exists():  # the last trained round's components, with the run's last text
+        rounds = aligned.trained()
+        found = export(rounds[-1].train.path, out, adapter, trust_remote_code) if rounds else []
+        if (aligned.path / TEXT_FILE).is_file():
+            system = rounds[-1].train.weights().system if rounds else aligned.settings()["system"]
+            folders = {p.name: p for p in found if p.is_dir()}
+            text = read_text(aligned.path / TEXT_FILE)
+            return [*folders.values(), *_text(Path(str(system)), text, Path(out), folders)]
+        if not rounds:
+            raise error("config", f"{run}: no round has trained yet")
+        return found
     trained = TrainRun(Path(run))
     if not trained.finished():
         raise error("config", f"{run} has no final weights ({trained.final / RUN_FILE})")
@@ -67,7 +84,7 @@ def export(
 def _text(system: Path, text: Text, out: Path, folders: Mapping[str, Path]) -> list[Path]:
     """OUT/NAME.cmp with the text's params (and the given components' folders), OUT/text.json with its
     demonstrations (a `.cmp` file holds no demonstrations: `CompiledSystem.set_text` takes them)."""
-    cmp = atomic_write(out / system.name, with_folders(system, folders, text.params))
+    cmp = atomic_write(out / system.name, with_folders(system, folders, text.params, beside=out))
     return [cmp, write_text(out / TEXT_FILE, text)]
 
 

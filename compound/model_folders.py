@@ -24,11 +24,15 @@ from compound.parse import ComponentDecl, ParamDecl, parse
 
 
 def with_folders(
-    path: str | Path, folders: Mapping[str, str | Path], params: Mapping[str, str] | None = None
+    path: str | Path,
+    folders: Mapping[str, str | Path],
+    params: Mapping[str, str] | None = None,
+    beside: Path | None = None,
 ) -> str:
     """The text of the `.cmp` file at `path` with the named components' folders replaced (every other
     component's folder made absolute, so that the text works wherever it is written) and the named
-    params' values replaced."""
+    params' values replaced; a folder inside `beside` (where the text goes) is written relative to it,
+    so that the two move together."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     program = parse(text, str(path))
@@ -45,7 +49,10 @@ def with_folders(
     edits = []
     for statement in program.statements:
         if isinstance(statement, ComponentDecl) and statement.call.args:
-            value = quote(str(Path(folders[statement.name.text]).resolve()))
+            folder = Path(folders[statement.name.text]).resolve()
+            if beside is not None and folder.is_relative_to(beside.resolve()):
+                folder = folder.relative_to(beside.resolve())
+            value = quote(str(folder))
             edits.append((*where(statement.call.args[0].span), value))
         elif isinstance(statement, ParamDecl) and statement.name.text in params:
             edits.append((*where(statement.value.span), quote(params[statement.name.text])))

@@ -64,12 +64,8 @@ def current(system: ir.System) -> Text:
 
 def room(system: ir.System) -> dict[str, int]:
     """The demonstrations each node declaration takes (its `demos=K`), by declaration name."""
-    found: dict[str, int] = {}
-    for node in system.nodes:
-        k = node.options.get("demos") if isinstance(node, ir.SampleNode) else None
-        if isinstance(k, int) and not isinstance(k, bool):
-            found[node.base] = k
-    return found
+    declared = ((n.base, n.options.get("demos")) for n in system.nodes if isinstance(n, ir.SampleNode))
+    return {base: k for base, k in declared if isinstance(k, int) and not isinstance(k, bool)}
 
 
 def bind(system: ir.System, text: Text) -> ir.System:

@@ -7,7 +7,10 @@ values (text and images) and scores, the pairs side by side, and the held-out
 samples. For a `compound train` run: its curves, per-node margins and its
 preference pairs. Images load lazily (`loading="lazy"`) and each input's
 samples sit in a fold of their own, so a run of thousands of samples opens at
-once. Every value from a run folder is escaped: nothing in one runs.
+once. For a `compound optimize` run, and for each text step of an align run:
+every candidate text tried with its validation score and its parents, the
+chosen text in full (params and demonstrations), and the reflection LM's
+calls. Every value from a run folder is escaped: nothing in one runs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from compound import samples as saved
 from compound.diagnostics import error
 from compound.io import atomic_write, read_jsonl
-from compound.run_folder import AlignRun, Round, TrainRun
+from compound.run_folder import AlignRun, OptimizeRun, Round, TrainRun, read_object
 
 #: Pairs of a train run's data shown (the rest are counted).
 PAIRS_SHOWN = 200
@@ -41,7 +44,7 @@ td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 pre{white-space:pre-wrap;margin:2px 0;font-size:.85em}
 img{image-rendering:pixelated;margin:1px;vertical-align:top}
 .value b{font-size:.8em;color:#555} details{margin:4px 0} summary{cursor:pointer}
-svg{background:#fafafa;border:1px solid #eee;margin:4px}
+svg{background:#fafafa;border:1px solid #eee;margin:4px} .candidates td{white-space:pre-wrap}
 """
 
 
@@ -49,13 +52,15 @@ def view(run: str | Path, out: str | Path | None = None) -> Path:
     """Write the page of the run at `run` (by default RUN/view.html) and return its path."""
     run = Path(run)
     page = Path(out) if out is not None else run / "view.html"
-    aligned, trained = AlignRun(run), TrainRun(run)
+    aligned, trained, optimized = AlignRun(run), TrainRun(run), OptimizeRun(run)
     if aligned.exists():
         body = _align(aligned, page.parent)
+    elif optimized.exists():
+        body = _optimize(optimized)
     elif trained.started():
         body = _train(trained, page.parent)
     else:
-        raise error("config", f"{run} is neither a `compound train` nor a `compound align` run folder")
+        raise error("config", f"{run} is not a `compound train`, `align` or `optimize` run folder")
     title = f"compound run {run.name}"
     document = (
         f"<!doctype html><html lang='en'><meta charset='utf-8'><title>{_e(title)}</title>"
@@ -80,18 +85,27 @@ def _align(run: AlignRun, here: Path) -> str:
         + ("<a href='#credit'>credit</a>" if (run.credit / "credit.json").is_file() else "")
         + "</nav>",
     ]
-    results = [r.result() for r in rounds if r.finished()]
+    steps = _text_steps(run)
+    if steps:  # text steps between the rounds: the summary has a line per step, in the schedule's order
+        parts.append(
+            "<nav>Text steps: " + "".join(f"<a href='#{s.path.name}'>{s.path.name}</a>" for s in steps)
+        )
+        parts.append("</nav>")
+    results = [r.value for r in read_jsonl(run.summary) if isinstance(r.value, dict)] if steps else []
+    results = results or [r.result() for r in rounds if r.finished()]
     if results:
         keys = list(dict.fromkeys(k for found in results for k in found))
         parts.append(
             "<h2 id='summary'>Rounds</h2>" + _table(keys, [[r.get(k) for k in keys] for r in results])
         )
-        held = [(r["round"], r["eval_mean_score"]) for r in results if "eval_mean_score" in r]
-        wins = [(r["round"], r["win_rate"]) for r in results if "win_rate" in r]
+        by = "step" if steps else "round"
+        held = [(r[by], r["eval_mean_score"]) for r in results if "eval_mean_score" in r and by in r]
+        wins = [(r[by], r["win_rate"]) for r in results if "win_rate" in r and by in r]
         if held:
-            parts.append(_chart("held out, by round", {"mean score": held, "win rate vs round 0": wins}))
+            parts.append(_chart(f"held out, by {by}", {"mean score": held, "win rate vs round 0": wins}))
     if (run.credit / "credit.json").is_file():
         parts.append("<h2 id='credit'>Credit</h2>" + _credit(run.credit / "credit.json"))
+    parts += [_optimize(s, s.path.name) for s in steps]
     for k, current in enumerate(rounds):
         parts.append(
             _round(
@@ -129,6 +143,61 @@ def _credit(path: Path) -> str:
         raise error("config", f"{path} is not the credit table compound credit writes")
     shown = [[r.get("system"), r.get("mean_score"), r.get("win_rate")] for r in rows]
     return _table(["system", "held-out mean score", "win rate against the base"], shown, css="credit")
+
+
+def _text_steps(run: AlignRun) -> list[OptimizeRun]:
+    found = [OptimizeRun(p) for p in run.path.glob("text-*") if p.name[5:].isdigit()]
+    return sorted((s for s in found if s.exists()), key=lambda s: int(s.path.name[5:]))
+
+
+# ---------------------------------------------------------------- an optimize run (or a text step)
+
+
+def _optimize(run: OptimizeRun, anchor: str = "optimize") -> str:
+    settings = read_object(run.settings_file, "the run's settings")
+    parts = [
+        f"<section id='{_e(anchor)}'><h2>{_e('Text, ' + anchor if anchor != 'optimize' else 'Text')}</h2>",
+        f"<p>{_e(settings.get('optimizer'))} on <code>{_e(settings.get('system'))}</code>: budget "
+        f"{_e(settings.get('budget'))}, scorer <code>{_e(settings.get('scorer'))}</code>, validated on "
+        f"{_e(settings.get('eval') or 'the training inputs')}.</p>",
+    ]
+    if run.summary.is_file():
+        found = read_object(run.summary, "the run's summary")
+        parts.append(_table(list(found), [list(found.values())]))
+    if run.candidates.is_file():
+        rows = []
+        for line in read_jsonl(run.candidates):
+            c = line.value if isinstance(line.value, dict) else {}
+            text = c.get("text", {}) if isinstance(c.get("text"), dict) else {}
+            params = "\n".join(f"{k}: {v}" for k, v in dict(text.get("params", {})).items())
+            demos = ", ".join(f"{k}: {len(v)}" for k, v in dict(text.get("demos", {})).items())
+            rows.append([c.get("id"), c.get("score"), c.get("parents", ""), params, demos])
+        keys = ["id", "validation score", "parents", "params", "demonstrations"]
+        parts.append("<h3>Candidates</h3>" + _table(keys, rows, css="candidates"))
+    elif run.evaluations.is_file():
+        parts.append(f"<p>Searching: {len(read_jsonl(run.evaluations))} batches of rollouts so far.</p>")
+    chosen = run.final / "text.json"
+    if chosen.is_file():
+        text = read_object(chosen, "the chosen text")
+        shown = [f"<b>{_e(k)}</b><pre>{_e(v)}</pre>" for k, v in dict(text.get("params", {})).items()]
+        for node, demos in dict(text.get("demos", {})).items():
+            for k, d in enumerate(demos if isinstance(demos, list) else [], 1):
+                d = d if isinstance(d, dict) else {}
+                shown.append(
+                    f"<b>{_e(node)}, demonstration {k}</b><pre>{_e(d.get('prompt'))}</pre>"
+                    f"<pre>&rarr; {_e(d.get('output'))}</pre>"
+                )
+        parts.append("<h3>Chosen text</h3>" + ("".join(shown) or "<p>the seed text, unchanged</p>"))
+    if run.reflections.is_file():
+        calls = [line.value for line in read_jsonl(run.reflections) if isinstance(line.value, dict)]
+        folds = "".join(
+            f"<details><summary>reflection {k}: {_e(_short(str(c.get('response')), 80))}</summary>"
+            f"<pre>{_e(c.get('prompt'))}</pre><b>answer</b><pre>{_e(c.get('response'))}</pre></details>"
+            for k, c in enumerate(calls, 1)
+        )
+        parts.append(f"<h3>Reflections ({len(calls)})</h3>{folds}")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------- a train run

@@ -20,7 +20,7 @@ TASKS = {
 def demo_task(name: str) -> Task:
     """The demo called `name` (imported only when asked for: they pull in torch and diffusers)."""
     if name not in TASKS:
-        raise error("config", f"unknown demo {name!r}: the demos are: {', '.join(TASKS)}")
+        raise error("config", f"unknown demo {name!r}: the demos are: {', '.join(TASKS)}, text")
     module, cls = TASKS[name].split(":")
     task: Task = getattr(import_module(module), cls)()
     return task

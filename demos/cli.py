@@ -4,6 +4,7 @@ reports."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +21,8 @@ def demo(
     task: Annotated[
         str,
         typer.Argument(
-            help="The experiment: progression (the paper's first application), moa (mixture of agents) "
-            "or moa2 (two layers)."
+            help="The experiment: progression (the paper's first application), moa (mixture of agents), "
+            "moa2 (two layers) or text (a system's text and weights, SmolLM2)."
         ),
     ] = "progression",
     quick: Annotated[
@@ -45,7 +46,17 @@ def demo(
         ),
     ] = "online",
 ) -> None:
-    """Reproduce a paper experiment end to end with tiny models: pairs, the methods, seeds, RESULTS.md."""
+    """Reproduce a paper experiment end to end with tiny models: pairs, the methods, seeds, RESULTS.md;
+    or (text) optimize a real model's system's text and weights, alone and together."""
+    if task == "text":
+        from compound_demos import text
+
+        sizes = text.TextSettings.quick(tuple(seeds) if seeds else None) if quick else text.TextSettings()
+        if seeds and not quick:
+            sizes = replace(sizes, seeds=tuple(seeds))
+        path = text.run(out or Path("runs") / task, sizes, cache=cache, console=console)
+        console.print(path.read_text(), markup=False, highlight=False)
+        return
     from compound_demos import demo_task
     from compound_demos.protocol import run
 

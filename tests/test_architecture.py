@@ -91,6 +91,7 @@ PUBLIC = {
     "compound.credit",
     "compound.diagnostics",
     "compound.grammar",
+    "compound.optimize",
     "compound.report",
     "compound.samples",
     "compound.samples.pairing",
@@ -98,6 +99,7 @@ PUBLIC = {
     "compound.seeds",
     "compound.testing",
     "compound.testing.denoiser",
+    "compound.text",
 }
 
 

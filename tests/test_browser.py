@@ -225,3 +225,44 @@ def test_the_run_browser_shows_every_rounds_samples_and_the_credit_table(browser
     shown.scroll_into_view_if_needed()
     page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=shown.element_handle())
     assert page.evaluate("(img) => img.naturalWidth", shown.element_handle()) == 8  # the image loads
+
+
+def test_the_run_browser_shows_an_optimize_runs_candidates_chosen_text_and_reflections(browser, tmp_path):
+    """Every candidate tried with its score and parents, the chosen text with its demonstrations, each
+    reflection in a fold; a text from the run folder is shown, never run (a proposal may hold markup)."""
+    from compound.view import view
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "optimize.json").write_text(
+        json.dumps({"system": "s.cmp", "optimizer": "gepa", "budget": 20, "scorer": "exact_match"})
+    )
+    texts = ["Q: {question}", "<script>window.ran = 1</script>{question}", "Answer {question} briefly."]
+    candidates = [
+        {
+            "id": k,
+            "text": {"params": {"instruction": t}, "demos": {}},
+            "score": s,
+            "parents": [] if k == 0 else [0],
+        }
+        for k, (t, s) in enumerate(zip(texts, [0.25, 0.0, 0.75], strict=True))
+    ]
+    (run / "candidates.jsonl").write_text("".join(json.dumps(c) + "\n" for c in candidates))
+    chosen = {
+        "params": {"instruction": texts[2]},
+        "demos": {"final": [{"prompt": "Answer 2+2 briefly.", "output": "4"}]},
+    }
+    (run / "final" / "text.json").write_text(json.dumps(chosen))
+    calls = [{"prompt": f"improve: {t}", "response": f"```{t}```"} for t in texts[1:]]
+    (run / "reflections.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls))
+    (run / "summary.json").write_text(json.dumps({"seed_score": 0.25, "best_score": 0.75, "best": 2}))
+    page = browser.new_page()
+    page.goto(view(run).as_uri())
+    rows = page.locator("table.candidates tr")
+    assert rows.count() == 1 + 3
+    assert rows.nth(2).inner_text().split("\t")[:3] == ["1", "0.000", "[0]"]
+    assert texts[1] in rows.nth(2).inner_text() and page.evaluate("() => window.ran") is None
+    assert "Answer 2+2 briefly." in page.locator("#optimize").inner_text()
+    assert page.locator("#optimize details").count() == 2
+    page.locator("#optimize details summary").first.click()
+    assert "improve: <script>" in page.locator("#optimize details").first.inner_text()

@@ -146,4 +146,5 @@ def command(
     summary = align(settings, out, resume=resume, trust_remote_code=trust_remote_code)
     last = summary[-1]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float))
-    err.print(f"done: {len(summary)} rounds; last round: {shown}; curves in {out / 'summary.png'}")
+    unit = "step" if any("step" in r for r in summary) else "round"  # text steps count as steps
+    err.print(f"done: {len(summary)} {unit}s; last {unit}: {shown}; curves in {out / 'summary.png'}")
