@@ -30,7 +30,9 @@ Node options shape a node's outputs. `choice="small|medium|large"` makes the
 node a categorical distribution over those values, with probabilities
 proportional to the LM's probability of each (completion and EOS): it is scored
 exactly (log-probability of the value minus the log-sum over all choices) and
-sampled exactly. `pattern="REGEX"` keeps generation inside a regular expression
+sampled exactly; its values share one forward pass of their prompt (the
+prompt's keys and values kept, each value going on from them), the same
+log-probabilities for a fraction of the tokens. `pattern="REGEX"` keeps generation inside a regular expression
 (token by token, so that sampled intermediates are well formed); its score
 stays the LM's log-probability, not renormalized to the pattern.
 """
@@ -247,37 +249,111 @@ class CausalLM(Backend):
         return torch.stack(out)
 
     def _logps(self, model: nn.Module, items: Sequence[Tokens]) -> torch.Tensor:
-        """Sum of completion-token log-probs, one forward pass over the right-padded batch."""
-        rows = []
-        for s in items:
-            if len(s.completion) > self.max_length:
-                raise self.error(
-                    f"a value of {len(s.completion)} tokens does not fit max_length={self.max_length}"
-                )
-            cut = max(0, len(s.prompt) + len(s.completion) - self.max_length)
-            if cut:
-                once(
-                    f"{self.component.name}:score-cut",
-                    f"component '{self.component.name}': a prompt and value of "
-                    f"{len(s.prompt) + len(s.completion)} tokens do not fit max_length={self.max_length}: "
-                    "the prompt loses its first tokens when scored (and so does every longer one)",
-                )
-            prompt = list(s.prompt)[cut:]
-            rows.append((prompt + list(s.completion), len(prompt)))
-        width = max(len(ids) for ids, _ in rows)
+        """Sum of completion-token log-probs. Items with one prompt (a `choice=` node's values) share its
+        forward pass: the prompt runs once and each completion goes on from its keys and values, the
+        same sums for a fraction of the tokens."""
+        rows = [self._fit(s) for s in items]
+        prompts = list(dict.fromkeys(prompt for prompt, _ in rows))
+        if len(prompts) < len(rows) and self.component.options.get("gradient_checkpointing") is not True:
+            shared = self._shared_logps(model, rows, prompts)
+            if shared is not None:
+                return shared
+        return self._whole_logps(model, rows)
+
+    def _fit(self, s: Tokens) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(prompt, completion) within `max_length`: the prompt loses its first tokens, never the value."""
+        if len(s.completion) > self.max_length:
+            raise self.error(
+                f"a value of {len(s.completion)} tokens does not fit max_length={self.max_length}"
+            )
+        cut = max(0, len(s.prompt) + len(s.completion) - self.max_length)
+        if cut:
+            once(
+                f"{self.component.name}:score-cut",
+                f"component '{self.component.name}': a prompt and value of "
+                f"{len(s.prompt) + len(s.completion)} tokens do not fit max_length={self.max_length}: "
+                "the prompt loses its first tokens when scored (and so does every longer one)",
+            )
+        return tuple(s.prompt[cut:]), tuple(s.completion)
+
+    def _whole_logps(
+        self, model: nn.Module, rows: Sequence[tuple[tuple[int, ...], tuple[int, ...]]]
+    ) -> torch.Tensor:
+        """One forward pass over the right-padded prompt+completion sequences."""
+        width = max(len(p) + len(c) for p, c in rows)
         device = next(model.parameters()).device
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         completion = torch.zeros((len(rows), width), dtype=torch.bool)
-        for k, (ids, start) in enumerate(rows):
+        for k, (prompt, value) in enumerate(rows):
+            ids = prompt + value
             input_ids[k, : len(ids)] = torch.tensor(ids)
             attention[k, : len(ids)] = 1
-            completion[k, start : len(ids)] = True
+            completion[k, len(prompt) : len(ids)] = True
         input_ids, attention, completion = input_ids.to(device), attention.to(device), completion.to(device)
         logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
         labels = input_ids[:, 1:]
         token_logps = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         return (token_logps * completion[:, 1:]).sum(dim=1)
+
+    def _shared_logps(
+        self,
+        model: nn.Module,
+        rows: Sequence[tuple[tuple[int, ...], tuple[int, ...]]],
+        prompts: Sequence[tuple[int, ...]],
+    ) -> torch.Tensor | None:
+        """The distinct prompts, left-padded, in one pass that keeps their keys and values; then every
+        completion in one pass after its prompt's. None for a model whose cache is not full attention
+        (a sliding window shorter than the sequences, linear attention, quantized): those score whole
+        sequences."""
+        from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+        device = next(model.parameters()).device
+        width = max(map(len, prompts))
+        prompt_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        prompt_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for g, prompt in enumerate(prompts):
+            prompt_ids[g, width - len(prompt) :] = torch.tensor(prompt)
+            prompt_mask[g, width - len(prompt) :] = 1
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        before = model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = before.past_key_values
+        longest = max(len(value) for _, value in rows)
+
+        def full(layer: object) -> bool:  # a window the sequences fit in attends to all of them
+            if type(layer) is DynamicSlidingWindowLayer:
+                return width + longest < int(layer.sliding_window)
+            return type(layer) is DynamicLayer
+
+        if type(cache) is not DynamicCache or not all(map(full, cache.layers)):
+            return None
+        at = {prompt: g for g, prompt in enumerate(prompts)}
+        index = torch.tensor([at[prompt] for prompt, _ in rows], dtype=torch.long, device=device)
+        cache.reorder_cache(index)  # type: ignore[arg-type]  # a LongTensor: typed as Tensor by torch.tensor  # each row the keys and values of its prompt
+        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for k, (_, value) in enumerate(rows):
+            ids[k, : len(value)] = torch.tensor(value, dtype=torch.long)
+            mask[k, : len(value)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = prompt_mask.sum(1)[index, None] + torch.arange(longest, device=device)
+        after = model(
+            input_ids=ids,
+            attention_mask=torch.cat([prompt_mask[index], mask], dim=1),
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        first = before.logits[:, -1:].float()[index]  # the prompt's last position predicts the first token
+        logits = torch.cat([first, after.logits[:, :-1].float()], dim=1)
+        token_logps = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        return (token_logps * mask).sum(dim=1)
 
     # ------------------------------------------------------------ sampling
 

@@ -264,6 +264,38 @@ def bench_moa(root: Path, batch: int, steps: int, warmup: int) -> list[tuple[int
     return results
 
 
+def bench_choice(root: Path, batch: int, steps: int, warmup: int) -> list[tuple[int, float, float]]:
+    from compound.backends.causal_lm import CausalLM
+
+    shared_logps = CausalLM._shared_logps
+    context = " ".join(f"{k} + {k} = {2 * k} ;" for k in range(12))  # about a hundred tokens
+    results = []
+    for count in (3, 8):
+        values = "|".join(f" answer {k}" for k in range(count))
+        cmp = root / f"choice{count}.cmp"
+        cmp.write_text(
+            f'system c\ncomponent lm = causal_lm("{root / "lm"}")\ninput question : text\n'
+            f'final : text ~ lm(question, template="{context} {{question}} =", choice="{values}")\n'
+            "output final\n"
+        )
+        system = compound.load(cmp)
+        chosen = [{"question": f"{k} + {k}", "final": " answer 0"} for k in range(batch)]
+        rejected = [{"question": f"{k} + {k}", "final": " answer 1"} for k in range(batch)]
+
+        def step(whole: bool, system=system, chosen=chosen, rejected=rejected) -> Callable[[], None]:
+            def run() -> None:
+                # the whole-sequence pass, as a model whose cache cannot be shared takes it
+                CausalLM._shared_logps = (lambda *a: None) if whole else shared_logps  # type: ignore[method-assign]
+                compound.sysdpo_loss(system.log_ratio(chosen, rejected), beta=0.1).backward()
+
+            return run
+
+        shared, whole = alternate(step(False), step(True), steps, warmup)
+        CausalLM._shared_logps = shared_logps  # type: ignore[method-assign]
+        results.append((count, shared, whole))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,6 +329,9 @@ def main() -> None:
         print("(c) mixture of agents   proposers  batched  one-at-a-time  speed-up")
         for proposers, batched, single in bench_moa(root, args.batch, args.steps, args.warmup):
             print(f"{'':24}{proposers:9d} {batched:8.1f} {single:14.1f} {single / batched:8.1f}x")
+        print("(d) a choice node        values   shared  whole sequences  ratio  (target <= 0.60 at 3)")
+        for count, shared, whole in bench_choice(root, args.batch, args.steps, args.warmup):
+            print(f"{'':24}{count:6d} {shared:8.1f} {whole:16.1f} {shared / whole:6.2f}")
 
 
 if __name__ == "__main__":

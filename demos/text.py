@@ -3,7 +3,7 @@
 The system: SmolLM2-135M-Instruct in two nodes. The first describes a word in
 a sentence; the second reads the word and the description and names its
 category, one of three (`choice=`). Each node's instruction is a param, and
-each takes up to two demonstrations (`demos=2`). The words are split once,
+the second takes up to two demonstrations (`demos=2`). The words are split once,
 training and held-out words apart; accuracy is exact match on the held-out
 words, greedy. Chosen on training words only: the base system leaves room (the
 second node rarely says "vehicle"), and instructions and demonstrations move
@@ -67,7 +67,7 @@ param classify = """{word}: {about}
 animal, fruit or vehicle?"""
 component lm = causal_lm("MODEL", chat=true, lora(r=8, alpha=16))
 input word : text
-about : text ~ lm(word, template=describe, max_new_tokens=12, demos=2)
+about : text ~ lm(word, template=describe, max_new_tokens=10, temperature=0.7)
 final : text ~ lm(word, about, template=classify, choice="animal|fruit|vehicle", demos=2)
 output final
 '''
@@ -90,15 +90,15 @@ class TextSettings:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     train_per_label: int = 4
-    held_per_label: int = 8
+    held_per_label: int = 6
     bootstrap_budget: int = 3
-    gepa_budget: int = 24
+    gepa_budget: int = 16
     minibatch: int = 3
-    reflection_tokens: int = 160
-    samples: int = 4
+    reflection_tokens: int = 128
+    samples: int = 6
     steps: int = 8
     batch_size: int = 4
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     beta: float = 0.1
     credit: bool = True
 
@@ -107,13 +107,14 @@ class TextSettings:
         return cls(
             seeds=seeds or (0,),
             train_per_label=2,
-            held_per_label=4,
+            held_per_label=3,
             bootstrap_budget=2,
-            gepa_budget=9,
+            gepa_budget=12,
             minibatch=2,
-            reflection_tokens=96,
-            samples=3,
-            steps=3,
+            reflection_tokens=64,
+            samples=4,
+            steps=4,
+            batch_size=2,
             credit=False,
         )
 
@@ -195,6 +196,7 @@ def joint(
             batch_size=settings.batch_size,
             learning_rate=settings.learning_rate,
             beta=settings.beta,
+            reference="cached",
             seed=seed,
             quiet=True,
             report_to=[],

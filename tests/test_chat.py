@@ -202,3 +202,67 @@ def test_prompts_of_different_lengths_sample_as_each_would_alone(tmp_path):
         prompt = tokenizer(f"{q}\n>", return_tensors="pt")
         out = model.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=pad)
         assert row["a"] == tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_choice_nodes_values_share_their_prompts_pass_and_score_each_sequence_alone(
+    models, tmp_path, family, monkeypatch
+):
+    """A `choice=` node's values run their prompt once (left-padded, its keys and values kept); each
+    value's log-probability is what transformers gives its whole sequence alone, prompts of different
+    lengths in one batch, and the gradients are the whole sequences' too."""
+    path = tmp_path / "choice.cmp"
+    path.write_text(
+        f'system s\ncomponent w = causal_lm("{models[family]}", chat=true, lora(r=2))\ninput q : text\n'
+        'a : text ~ w(q, template="Is {q} kind?", choice="yes|no|maybe not")\noutput a\n'
+    )
+    system = compound.load(path)
+    backend = system.backend("w")
+    whole = type(backend)._whole_logps
+    monkeypatch.setattr(type(backend), "_whole_logps", lambda *a: pytest.fail("scored whole sequences"))
+    rows = [{"q": "Ann", "a": "yes"}, {"q": "a very long name, Bob Bob Bob", "a": "maybe not"}]
+    with torch.no_grad():
+        ours = system.scores(rows, rows, reference=False).policy["a"][0]
+    for k, row in enumerate(rows):
+        alone = {
+            v: trl_logp(models[family], f"Is {row['q']} kind?", v)[0] for v in ("yes", "no", "maybe not")
+        }
+        expected = alone[row["a"]] - torch.logsumexp(torch.tensor(list(alone.values())), 0).item()
+        assert ours[k].item() == pytest.approx(expected, abs=1e-4)
+    items = [backend.tokens(f"Is {r['q']} kind?", v, {}) for r in rows for v in ("yes", "no", "maybe not")]
+    grads = []
+    for score in (
+        backend._logps,
+        lambda model, items: whole(backend, model, [backend._fit(s) for s in items]),
+    ):
+        backend.model.zero_grad()
+        score(backend.model, items).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in backend.model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4)
+
+
+def test_a_sliding_window_shorter_than_the_sequences_scores_each_whole(models, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from compound.backends.causal_lm import CausalLM
+
+    folder = tmp_path / "mistral-window"
+    model = AutoModelForCausalLM.from_pretrained(models["mistral"])
+    model.config.sliding_window = 6
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(models["mistral"]).save_pretrained(folder)
+    path = tmp_path / "choice.cmp"
+    path.write_text(
+        f'system s\ncomponent w = causal_lm("{folder}", chat=true)\ninput q : text\n'
+        'a : text ~ w(q, template="Is {q} kind?", choice="yes|no")\noutput a\n'
+    )
+    row = {"q": "Ann", "a": "no"}
+    whole, calls = CausalLM._whole_logps, []
+    monkeypatch.setattr(CausalLM, "_whole_logps", lambda *a: calls.append(1) or whole(*a))
+    with torch.no_grad():
+        ours = compound.load(path).scores([row], [row], reference=False).policy["a"][0][0].item()
+    assert calls  # the prompt's pass kept too little to go on from
+    alone = [trl_logp(folder, "Is Ann kind?", v)[0] for v in ("yes", "no")]
+    assert ours == pytest.approx(alone[1] - torch.logsumexp(torch.tensor(alone), 0).item(), abs=1e-4)

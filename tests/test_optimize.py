@@ -366,7 +366,7 @@ def test_smollm2_reflects_through_compounds_own_backend_as_transformers_generate
         budget=6,
         minibatch=2,
         reflection=str(gguf),
-        reflection_tokens=48,
+        reflection_tokens=24,
     )
     run = tmp_path / "run"
     summary = optimize(config, run, scorer=polite)
@@ -382,6 +382,6 @@ def test_smollm2_reflects_through_compounds_own_backend_as_transformers_generate
             return_dict=True,
         )["input_ids"]
         with torch.no_grad():
-            out = model.generate(ids, do_sample=False, max_new_tokens=48)
+            out = model.generate(ids, do_sample=False, max_new_tokens=24)
         said = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
         assert call["response"] == said
